@@ -1,0 +1,3 @@
+from bertwwm.cli import main
+
+raise SystemExit(main())
