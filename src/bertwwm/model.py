@@ -1,0 +1,168 @@
+"""BERT models for pretraining: transformers' `BertForPreTraining` / `BertForMaskedLM`, plus a training
+wrapper whose MLM head projects onto the vocabulary only at the masked positions.
+
+A sequence of 128 tokens has ~20 masked positions, so the full head spends ~85% of its
+(hidden x 21,128) matmul on rows the loss ignores. `PretrainingModel` gathers the hidden states at the
+masked positions first and runs the *same* `cls.predictions` module (transform + tied decoder) on those
+rows only. It holds a plain transformers model, so parameter names, weight tying and saved folders are
+exactly transformers' own: `AutoModelForMaskedLM.from_pretrained(folder)` gives identical logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertwwm.errors import UserError
+from bertwwm.tokens import VOCAB_SIZE
+
+IGNORE_INDEX = -100
+
+# name -> (layers, hidden, heads, intermediate)
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (2, 128, 2, 512),
+    "small": (4, 256, 4, 1024),
+    "base": (12, 768, 12, 3072),
+    "large": (24, 1024, 16, 4096),
+}
+
+
+def bert_config(preset: str = "base", *, dropout: float | None = None, **overrides):
+    """A `BertConfig` for one of PRESETS with the Chinese vocabulary, 512 positions and 2 token types."""
+    from transformers import BertConfig
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    layers, hidden, heads, intermediate = PRESETS[preset]
+    kwargs = dict(
+        vocab_size=VOCAB_SIZE, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=intermediate, max_position_embeddings=512, type_vocab_size=2,
+        pad_token_id=0,
+    )
+    if dropout is not None:
+        kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def build_model(config, *, nsp: bool):
+    """A randomly initialised transformers model: `BertForPreTraining` with NSP, else `BertForMaskedLM`."""
+    from transformers import BertForMaskedLM, BertForPreTraining
+
+    return (BertForPreTraining if nsp else BertForMaskedLM)(config)
+
+
+def load_model(ref: str | Path, *, nsp: bool, dropout: float | None = None):
+    """Load a model to continue pretraining from: a local folder, zoo name, hub id or TF-1 checkpoint.
+
+    The zoo resolves names and converts TF checkpoints; RoBERTa-wwm configs are read as BERT. Heads the
+    checkpoint lacks (e.g. NSP in a RoBERTa-wwm release) are freshly initialised by transformers.
+    """
+    from transformers import BertForMaskedLM, BertForPreTraining
+
+    from bertwwm import zoo
+
+    path = zoo.resolve_model(str(ref))
+    config = zoo.load_bert_config(str(ref))
+    if dropout is not None:
+        config.hidden_dropout_prob = dropout
+        config.attention_probs_dropout_prob = dropout
+    if config.vocab_size != VOCAB_SIZE:
+        raise UserError(f"model has a {config.vocab_size}-entry vocabulary; bertwwm pretrains with the "
+                        f"{VOCAB_SIZE}-entry Chinese BERT vocabulary", str(ref))
+    cls = BertForPreTraining if nsp else BertForMaskedLM
+    return cls.from_pretrained(path, config=config)
+
+
+def save_model(model, folder: str | Path) -> None:
+    """Write a standard transformers folder: config.json, model.safetensors and the tokenizer files."""
+    from bertwwm.tokens import save_tokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    model = getattr(model, "hf", model)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our own bar is showing; no "Writing model shards" bar per checkpoint
+    try:
+        model.save_pretrained(str(folder))
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+    save_tokenizer(folder)
+
+
+@dataclass
+class PretrainingOutput:
+    loss: torch.Tensor                 # mlm_loss + nsp_loss (each as normalised by the caller's counts)
+    mlm_loss_sum: torch.Tensor         # summed cross-entropy over masked positions (fp32)
+    mlm_correct: torch.Tensor          # number of masked positions predicted right
+    mlm_count: int                     # number of masked positions
+    nsp_loss_sum: torch.Tensor | None  # summed NSP cross-entropy over sequences
+    nsp_correct: torch.Tensor | None
+    nsp_count: int
+    mlm_logits: torch.Tensor           # (mlm_count, vocab): logits at the masked positions, row-major order
+
+
+class PretrainingModel(nn.Module):
+    """Training view of a transformers `BertForPreTraining` / `BertForMaskedLM` (held as `.hf`).
+
+    forward() computes the losses with the gathered MLM head. Losses are sums divided by the given
+    normalisers (default: this batch's own counts), so gradient accumulation and DDP can divide by the
+    global number of masked tokens and match one big batch exactly.
+    """
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    @property
+    def has_nsp(self) -> bool:
+        return hasattr(self.hf.cls, "seq_relationship")
+
+    def masked_logits(self, sequence_output: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the positions where labels != -100 (row-major), and those labels."""
+        flat_labels = labels.reshape(-1)
+        index = (flat_labels != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+        hidden = sequence_output.reshape(-1, sequence_output.shape[-1]).index_select(0, index)
+        return self.hf.cls.predictions(hidden), flat_labels.index_select(0, index)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, mlm_normaliser: float | None = None,
+                nsp_normaliser: float | None = None) -> PretrainingOutput:
+        if labels is None:
+            raise ValueError("PretrainingModel needs MLM labels (-100 where not masked)")
+        outputs = self.hf.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               return_dict=True)
+        logits, targets = self.masked_logits(outputs.last_hidden_state, labels)
+        count = int(targets.numel())
+        # Cross-entropy in fp32 even under bf16 autocast: a 21,128-way softmax loses too much in bf16.
+        mlm_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        with torch.no_grad():
+            mlm_correct = (logits.argmax(-1) == targets).sum()
+        loss = mlm_sum / (mlm_normaliser if mlm_normaliser is not None else max(count, 1))
+        nsp_sum = nsp_correct = None
+        nsp_count = 0
+        if self.has_nsp and next_sentence_label is not None:
+            nsp_logits = self.hf.cls.seq_relationship(outputs.pooler_output)
+            nsp_sum = F.cross_entropy(nsp_logits.float(), next_sentence_label.reshape(-1), reduction="sum")
+            nsp_count = int(next_sentence_label.numel())
+            with torch.no_grad():
+                nsp_correct = (nsp_logits.argmax(-1) == next_sentence_label.reshape(-1)).sum()
+            loss = loss + nsp_sum / (nsp_normaliser if nsp_normaliser is not None else max(nsp_count, 1))
+        return PretrainingOutput(loss, mlm_sum.detach(), mlm_correct, count,
+                                 None if nsp_sum is None else nsp_sum.detach(), nsp_correct, nsp_count,
+                                 logits)
+
+
+def count_parameters(model) -> int:
+    """Distinct parameters (tied tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

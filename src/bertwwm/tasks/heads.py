@@ -1,0 +1,129 @@
+"""Task heads: transformers' BERT classes, plus a thin CJRC head, and loading any BERT-layout checkpoint.
+
+Every model is loaded with *Bert* classes, never Roberta*: HFL's RoBERTa-wwm checkpoints are BERT models
+(BERT's architecture, token types and WordPiece vocab, trained with the RoBERTa recipe), and
+RobertaModel would mis-read them (position ids offset by 2, no token-type embeddings, a BPE tokenizer) --
+the trap of issues #52, #104 and #167 of the report's repository. `zoo.load_bert_config` reads even a
+config that says "roberta" as a BertConfig.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertForQuestionAnswering, BertForSequenceClassification
+from transformers.modeling_outputs import ModelOutput
+
+from bertwwm.errors import UserError
+from bertwwm.tasks.mrc import ANSWER_CLASSES
+from bertwwm.tasks.registry import CJRC, CLASSIFICATION, Task
+from bertwwm.tokens import VOCAB_SIZE
+
+TASK_FILE = "bertwwm_task.json"  # written next to a fine-tuned model: which task and settings it was trained for
+
+
+@dataclass
+class CJRCOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    class_logits: torch.Tensor | None = None
+
+
+class BertForCJRC(BertForQuestionAnswering):
+    """BertForQuestionAnswering plus a span / YES / NO / unknown classifier on the [CLS] state."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.answer_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.answer_class = nn.Linear(config.hidden_size, len(ANSWER_CLASSES))
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, start_positions=None,
+                end_positions=None, answer_class=None, **kwargs) -> CJRCOutput:
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True,
+                        **kwargs)
+        seq = out[0]
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in self.qa_outputs(seq).split(1, dim=-1))
+        class_logits = self.answer_class(self.answer_dropout(seq[:, 0]))
+        loss = None
+        if start_positions is not None and end_positions is not None and answer_class is not None:
+            ce = nn.CrossEntropyLoss()
+            # Non-span questions point at [CLS] (position 0), as Google's SQuAD 2 code does for no-answer.
+            loss = (ce(start_logits, start_positions) + ce(end_logits, end_positions)) / 2 + ce(class_logits,
+                                                                                                  answer_class)
+        return CJRCOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, class_logits=class_logits)
+
+
+def head_class(task: Task):
+    if task.kind == CLASSIFICATION:
+        return BertForSequenceClassification
+    if task.kind == CJRC:
+        return BertForCJRC
+    return BertForQuestionAnswering
+
+
+def load_pretrained(task: Task, ref: str):
+    """(model, tokenizer) for fine-tuning `task` from any checkpoint reference zoo.resolve_model accepts."""
+    from bertwwm import zoo
+
+    path = zoo.resolve_model(ref)
+    config = zoo.load_bert_config(path)
+    if task.kind == CLASSIFICATION:
+        config.num_labels = len(task.labels)
+        config.id2label = dict(enumerate(task.labels))
+        config.label2id = {label: i for i, label in enumerate(task.labels)}
+    else:
+        config.num_labels = 2
+    config.architectures = [head_class(task).__name__]
+    model = head_class(task).from_pretrained(path, config=config)
+    return model, load_tokenizer(path)
+
+
+def load_finetuned(folder: str | Path, task: Task | None = None):
+    """(model, tokenizer, settings) of a folder written by `bertwwm finetune` (its best-model folder)."""
+    folder = Path(folder)
+    info_path = folder / TASK_FILE
+    if not info_path.is_file():
+        raise UserError(f"not a fine-tuned model folder (no {TASK_FILE}; fine-tune with `bertwwm finetune`)",
+                        folder)
+    settings = json.loads(info_path.read_text(encoding="utf-8"))
+    from bertwwm.tasks.registry import get_task
+
+    trained_for = get_task(settings["task"])
+    if task is not None and task.name != trained_for.name:
+        raise UserError(f"this model was fine-tuned for {trained_for.name}, not {task.name}", folder)
+    from bertwwm import zoo
+
+    config = zoo.load_bert_config(str(folder))
+    model = head_class(trained_for).from_pretrained(str(folder), config=config)
+    return model, load_tokenizer(str(folder)), settings
+
+
+def load_tokenizer(path: str):
+    """The model's own fast tokenizer, checked to be the 21,128-entry Chinese vocab.
+
+    transformers 5 builds a 5-token vocabulary from a bare vocab.txt without complaint, so a folder whose
+    tokenizer does not come out at 21,128 entries falls back to building it from that folder's vocab.txt.
+    """
+    from transformers import AutoTokenizer
+
+    from bertwwm.tokens import chinese_tokenizer
+
+    tok = None
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        tok = None
+    if tok is not None and len(tok) == VOCAB_SIZE and getattr(tok, "is_fast", False):
+        return tok
+    vocab = Path(path) / "vocab.txt"
+    if vocab.is_file():
+        return chinese_tokenizer(str(vocab))
+    if tok is None:
+        raise UserError("no tokenizer files (tokenizer.json or vocab.txt)", path)
+    raise UserError(f"tokenizer has {len(tok)} entries, expected the {VOCAB_SIZE}-entry Chinese BERT vocab", path)

@@ -1,0 +1,273 @@
+"""Masking policies: whole words, budget, Google's skip-on-overflow, 80/10/10, plain labels, no specials."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertwwm.align import WordAligner
+from bertwwm.errors import UserError
+from bertwwm.masking import POLICIES, MaskingConfig, _select_words_greedy, budget, mask_batch, mask_instance
+from bertwwm.tokens import CLS_ID, MASK_ID, SEP_ID, VocabInfo, load_vocab
+
+VOCAB = VocabInfo.from_vocab()
+ID_TO_TOKEN = {i: t for t, i in load_vocab().items()}
+SPECIAL = set(VOCAB.special_ids.tolist())
+
+
+def instance(aligner: WordAligner, *texts: str) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] A [SEP] (B [SEP]) with word starts, as prepare builds them."""
+    ids, starts = [np.array([CLS_ID])], [np.array([True])]
+    for aligned in aligner.align_many(list(texts)):
+        ids += [aligned.ids, np.array([SEP_ID])]
+        starts += [aligned.word_starts, np.array([True])]
+    return np.concatenate(ids).astype(np.int64), np.concatenate(starts)
+
+
+def word_groups(ids: np.ndarray, word_starts: np.ndarray) -> list[list[int]]:
+    """Positions of each maskable word (special tokens are words of their own and never maskable)."""
+    out, current = [], None
+    for i, (token, start) in enumerate(zip(ids.tolist(), word_starts.tolist())):
+        if token in SPECIAL:
+            current = None
+            continue
+        if start or current is None:
+            current = []
+            out.append(current)
+        current.append(i)
+    return out
+
+
+def check_instance(ids, word_starts, cfg, masked, positions, labels):
+    """Every property mask_instance promises, checked directly."""
+    n_budget = budget(len(ids), cfg)
+    assert np.all(np.diff(positions) > 0)  # sorted, unique
+    assert len(positions) <= n_budget
+    assert labels.tolist() == ids[positions].tolist()
+    assert not SPECIAL & set(ids[positions].tolist())  # special tokens never chosen
+    for label in labels.tolist():  # labels are plain ids: never the ##X variant of a Chinese character
+        token = ID_TO_TOKEN[label]
+        assert not (token.startswith("##") and len(token) == 3 and "\u4e00" <= token[2] <= "\u9fff")
+    unchanged = np.ones(len(ids), dtype=bool)
+    unchanged[positions] = False
+    assert np.array_equal(masked[unchanged], ids[unchanged])  # nothing outside the chosen tokens changes
+    chosen = set(positions.tolist())
+    groups = word_groups(ids, np.ones(len(ids), bool) if cfg.policy == "char" else word_starts)
+    if cfg.policy in ("wwm", "ngram"):
+        for group in groups:  # whole words only
+            assert set(group) <= chosen or not set(group) & chosen
+    if cfg.policy in ("wwm", "char"):
+        # Google's loop: a word was only skipped when it did not fit in what was left of the budget.
+        left = n_budget - len(positions)
+        for group in groups:
+            if not set(group) & chosen:
+                assert len(group) > left
+    return groups
+
+
+def test_budget_follows_google():
+    cfg = MaskingConfig()
+    assert budget(128, cfg) == 19  # round(19.2)
+    assert budget(5, cfg) == 1  # never zero
+    assert budget(10, cfg) == 2  # round(1.5) == 2 (half to even, as Python 3)
+    assert budget(30, cfg) == 4  # round(4.5) == 4
+    assert budget(512, cfg) == 20
+    assert budget(512, MaskingConfig(max_predictions=80)) == 77
+
+
+def test_config_is_checked():
+    for bad in (dict(policy="span"), dict(decide_per="sentence"), dict(mask_prob=0.0), dict(max_predictions=0),
+                dict(mask_token_prob=0.95), dict(random_token_prob=-0.1), dict(max_ngram=0)):
+        with pytest.raises(UserError):
+            MaskingConfig(**bad)
+    with pytest.raises(ValueError):
+        mask_instance(np.array([101, 30000, 102]), np.ones(3, bool), MaskingConfig(), np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    return WordAligner("jieba")
+
+
+def test_report_sentence_wwm_masks_whole_words(aligner):
+    ids, starts = instance(aligner, "使用语言模型来预测下一个词的probability。")
+    cfg = MaskingConfig(mask_token_prob=1.0, random_token_prob=0.0)
+    seen_probability = False
+    for seed in range(30):
+        masked, positions, labels = mask_instance(ids, starts, cfg, np.random.default_rng(seed))
+        check_instance(ids, starts, cfg, masked, positions, labels)
+        assert len(positions) == 3 and set(masked[positions].tolist()) == {MASK_ID}
+        seen_probability |= {15, 16, 17} <= set(positions.tolist())
+    assert seen_probability  # pro ##ba ##bility masked together
+
+
+def test_greedy_selection_equals_googles_loop():
+    """The vectorised selection picks exactly what Google's sequential loop picks in the same word order."""
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n_rows = int(rng.integers(1, 6))
+        counts = rng.integers(0, 25, size=n_rows)
+        word_row = np.repeat(np.arange(n_rows), counts)
+        word_len = rng.integers(1, 6, size=len(word_row))
+        budgets = rng.integers(1, 21, size=n_rows)
+        chosen = _select_words_greedy(word_len, word_row, budgets, np.random.default_rng(trial))
+        # The same visiting order, then Google's loop row by row.
+        keys = np.random.default_rng(trial).random(len(word_row)) if len(word_row) else np.zeros(0)
+        order = np.lexsort((keys, word_row))
+        want = np.zeros(len(word_row), dtype=bool)
+        used = np.zeros(n_rows, dtype=int)
+        for w in order:
+            r = word_row[w]
+            if used[r] >= budgets[r]:
+                continue  # Google: break (this row is done)
+            if used[r] + word_len[w] > budgets[r]:
+                continue
+            want[w] = True
+            used[r] += word_len[w]
+        assert chosen.tolist() == want.tolist()
+
+
+CHARS = list("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你说年") + list("abcxyz0123456789 ，。")
+WORDS = ["iPhone", "2019年", "probability", "手机", "语言模型", "深度学习", "BERT", "😀"]
+TEXTS = st.lists(st.one_of(st.sampled_from(CHARS), st.sampled_from(WORDS)), min_size=1, max_size=60).map("".join)
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=TEXTS, b=TEXTS, seed=st.integers(0, 2**32 - 1), policy=st.sampled_from(POLICIES),
+       decide_per=st.sampled_from(["token", "word"]), max_predictions=st.integers(1, 20))
+def test_properties_on_random_text(aligner, a, b, seed, policy, decide_per, max_predictions):
+    ids, starts = instance(aligner, a, b)
+    cfg = MaskingConfig(policy=policy, decide_per=decide_per, max_predictions=max_predictions)
+    masked, positions, labels = mask_instance(ids, starts, cfg, np.random.default_rng(seed))
+    groups = check_instance(ids, starts, cfg, masked, positions, labels)
+    if policy == "char":  # every token is a word: the budget is always filled when there are enough
+        assert len(positions) == min(budget(len(ids), cfg), sum(map(len, groups)))
+    replaced = masked[positions]
+    random_ids = set(VOCAB.random_ids.tolist())
+    for new, old in zip(replaced.tolist(), labels.tolist()):
+        assert new == MASK_ID or new == old or new in random_ids
+
+
+@settings(max_examples=100, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1),
+       policy=st.sampled_from(POLICIES))
+def test_mask_batch_rows_are_independent_instances(lengths, seed, policy):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in lengths:
+        body = rng.integers(200, 8000, size=n)
+        rows.append((np.concatenate(([CLS_ID], body, [SEP_ID])), np.concatenate(([True], rng.random(n) < 0.6, [True]))))
+    ids = np.concatenate([r[0] for r in rows])
+    starts = np.concatenate([r[1] for r in rows])
+    cfg = MaskingConfig(policy=policy)
+    masked, chosen = mask_batch(ids, starts, np.array([len(r[0]) for r in rows]), cfg, rng)
+    offset = 0
+    for row_ids, row_starts in rows:
+        n = len(row_ids)
+        positions = np.flatnonzero(chosen[offset:offset + n])
+        check_instance(row_ids, row_starts, cfg, masked[offset:offset + n], positions, row_ids[positions])
+        offset += n
+
+
+@pytest.fixture(scope="module")
+def corpus_instances(shared_data, aligner):
+    with gzip.open(shared_data / "corpus" / "prc-laws.txt.gz", "rt", encoding="utf-8") as f:
+        lines = [line.strip() for line in itertools.islice(f, 3000) if line.strip()]
+    aligned = aligner.align_many(lines)
+    ids = np.concatenate([a.ids for a in aligned]).astype(np.int64)
+    starts = np.concatenate([a.word_starts for a in aligned])
+    body, out = 126, []
+    for i in range(len(ids) // body):
+        chunk_starts = starts[i * body:(i + 1) * body].copy()
+        chunk_starts[0] = True
+        out.append((np.concatenate(([CLS_ID], ids[i * body:(i + 1) * body], [SEP_ID])),
+                    np.concatenate(([True], chunk_starts, [True]))))
+    return out[:600]
+
+
+@pytest.mark.parametrize("decide_per", ["token", "word"])
+def test_80_10_10_proportions_over_many_draws(corpus_instances, decide_per):
+    ids = np.concatenate([i for i, _ in corpus_instances])
+    starts = np.concatenate([s for _, s in corpus_instances])
+    lengths = np.array([len(i) for i, _ in corpus_instances])
+    cfg = MaskingConfig(decide_per=decide_per)
+    rng = np.random.default_rng(1)
+    counts = np.zeros(3)
+    random_drawn = []
+    word_of_token = np.cumsum(starts) - 1
+    for _ in range(8):
+        masked, chosen = mask_batch(ids, starts, lengths, cfg, rng, VOCAB)
+        pos = np.flatnonzero(chosen)
+        is_mask = masked[pos] == MASK_ID
+        is_kept = masked[pos] == ids[pos]
+        is_random = ~is_mask & ~is_kept
+        counts += [is_mask.sum(), is_random.sum(), is_kept.sum()]
+        random_drawn += masked[pos[is_random]].tolist()
+        assert chosen.sum() >= 0.95 * 19 * len(lengths)  # the budget (19 at length 128) is nearly always met
+        if decide_per == "word":  # all tokens of a word share one decision
+            kind = np.where(is_mask, 0, np.where(is_random, 1, 2))
+            for w in np.unique(word_of_token[pos]):
+                assert len(set(kind[word_of_token[pos] == w].tolist())) == 1
+    share = counts / counts.sum()
+    # ~90k chosen tokens: the standard error of each share is about 0.001-0.0015.
+    tolerance = 0.01 if decide_per == "token" else 0.02  # per word: fewer independent draws
+    assert abs(share[0] - 0.8) < tolerance and abs(share[1] - 0.1) < tolerance and abs(share[2] - 0.1) < tolerance
+    # Random replacements never draw specials, [unused*] or ## entries, and spread over the vocabulary.
+    for token in {ID_TO_TOKEN[i] for i in random_drawn}:
+        assert not token.startswith("##") and not (token.startswith("[") and token.endswith("]"))
+    assert len(set(random_drawn)) > 0.5 * len(random_drawn)
+
+
+def test_real_text_labels_are_plain_and_whole_words(corpus_instances):
+    rng = np.random.default_rng(3)
+    for policy in POLICIES:
+        cfg = MaskingConfig(policy=policy)
+        for ids, starts in corpus_instances[:150]:
+            check_instance(ids, starts, cfg, *mask_instance(ids, starts, cfg, rng, VOCAB))
+
+
+def test_wwm_masks_multi_character_words(corpus_instances):
+    # Legal text is full of two-character words; wwm must choose them, char must split them.
+    rng = np.random.default_rng(4)
+    multi = {"wwm": 0, "char": 0}
+    partial = {"wwm": 0, "char": 0}
+    for policy in multi:
+        for ids, starts in corpus_instances[:100]:
+            _, positions, _ = mask_instance(ids, starts, MaskingConfig(policy=policy), rng)
+            groups = word_groups(ids, starts)
+            chosen = set(positions.tolist())
+            multi[policy] += sum(len(g) > 1 and set(g) <= chosen for g in groups)
+            partial[policy] += sum(0 < len(set(g) & chosen) < len(g) for g in groups)
+    assert multi["wwm"] > 5 * max(multi["char"], 1)
+    assert partial["wwm"] == 0 and partial["char"] > 100
+
+
+def test_ngram_draws_spans_of_up_to_three_words():
+    # One-token words so a span's length is its n. Spans may touch, so runs are an upper view of n.
+    rng = np.random.default_rng(5)
+    n_rows, length = 400, 128
+    ids = np.tile(np.concatenate(([CLS_ID], rng.integers(200, 8000, size=length - 2), [SEP_ID])), n_rows)
+    starts = np.ones(len(ids), dtype=bool)
+    cfg = MaskingConfig(policy="ngram", max_ngram=3)
+    _, chosen = mask_batch(ids, starts, np.full(n_rows, length), cfg, rng)
+    runs = [len(list(g)) for k, g in itertools.groupby(chosen.tolist()) if k]
+    share = np.bincount(runs, minlength=8)[1:] / len(runs)
+    # p(n) = 1/n normalised: 0.545, 0.273, 0.182 before shortening at the budget and chance contact.
+    assert 0.40 < share[0] < 0.62 and 0.18 < share[1] < 0.35 and 0.08 < share[2] < 0.25
+    assert chosen.reshape(n_rows, length).sum(axis=1).max() <= budget(length, cfg)
+
+
+def test_deterministic_given_a_seed(corpus_instances):
+    ids, starts = corpus_instances[0]
+    for policy in POLICIES:
+        cfg = MaskingConfig(policy=policy)
+        a = mask_instance(ids, starts, cfg, np.random.default_rng(11))
+        b = mask_instance(ids, starts, cfg, np.random.default_rng(11))
+        c = mask_instance(ids, starts, cfg, np.random.default_rng(12))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not np.array_equal(a[1], c[1])

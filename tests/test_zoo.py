@@ -1,0 +1,146 @@
+"""The model zoo, `resolve_model` / `load_bert_config`, and `bertwwm models`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from bertwwm import zoo
+from bertwwm.cli import main
+from bertwwm.errors import UserError
+
+
+@pytest.fixture
+def tiny_tf(shared_data):
+    return shared_data / "checkpoints" / "tiny-bert-tf"
+
+
+def test_zoo_lists_the_reports_models_with_their_hub_ids():
+    assert {m.hub_id for m in zoo.ZOO.values()} == {
+        "hfl/chinese-bert-wwm", "hfl/chinese-bert-wwm-ext", "hfl/chinese-roberta-wwm-ext",
+        "hfl/chinese-roberta-wwm-ext-large", "google-bert/bert-base-chinese",
+        "google-bert/bert-base-multilingual-cased"}
+    large = zoo.ZOO["roberta-wwm-ext-large"]
+    assert (large.layers, large.hidden, large.heads) == (24, 1024, 16)
+    assert large.steps == "2M (seq 512)" and large.init == "random initialisation"
+    assert zoo.ZOO["bert-wwm-ext"].steps == "1M (seq 128) + 400K (seq 512)"
+
+
+@pytest.mark.parametrize("name", ["bert-wwm", "roberta-wwm-ext-large", "bert-base-multilingual-cased"])
+def test_parameter_counts_match_a_real_bert_model(name):
+    from transformers import BertModel
+
+    entry = zoo.ZOO[name]
+    with torch.device("meta"):  # no memory: only the shapes matter
+        model = BertModel(entry.bert_config())
+    assert entry.parameters == sum(p.numel() for p in model.parameters())
+    assert round(zoo.ZOO["bert-wwm"].parameters / 1e6, 1) == 102.3
+
+
+def test_names_and_hub_ids_resolve():
+    assert zoo.resolve_model("roberta-wwm-ext") == "hfl/chinese-roberta-wwm-ext"
+    assert zoo.resolve_model("RoBERTa-wwm-ext-large") == "hfl/chinese-roberta-wwm-ext-large"
+    assert zoo.resolve_model("roberta-wwm-large-ext") == "hfl/chinese-roberta-wwm-ext-large"  # the report's spelling
+    assert zoo.resolve_model("bert-base-chinese") == "google-bert/bert-base-chinese"
+    assert zoo.resolve_model("hfl/chinese-bert-wwm-ext") == "hfl/chinese-bert-wwm-ext"
+    assert zoo.resolve_model("someone/some-bert") == "someone/some-bert"  # other hub ids pass through
+    with pytest.raises(UserError, match="no such file or folder"):
+        zoo.resolve_model("./missing-folder")
+    with pytest.raises(UserError, match="no such file or folder"):
+        zoo.resolve_model("/nowhere/chinese_wwm_L-12_H-768_A-12.zip")
+
+
+def test_tf_folder_is_converted_once_into_the_cache(tiny_tf, tmp_path):
+    cache = tmp_path / "cache"
+    first = zoo.resolve_model(str(tiny_tf), cache_dir=cache)
+    assert first.startswith(str(cache / "converted" / "tiny-bert-tf-"))
+    stamp = (zoo.Path(first) / "model.safetensors").stat().st_mtime_ns
+    assert zoo.resolve_model(str(tiny_tf / "bert_model.ckpt"), cache_dir=cache) == first  # the prefix works too
+    assert (zoo.Path(first) / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not reconverted
+    assert zoo.resolve_model(first, cache_dir=cache) == first  # a current folder is returned as is
+    assert zoo.detect_format(first) == "hf" and zoo.detect_format(tiny_tf) == "tf"
+
+
+def test_released_zip_layout_is_unpacked_and_converted(tiny_tf, tmp_path):
+    from transformers import AutoModelForPreTraining
+
+    archive = tmp_path / "chinese_wwm_L-2_H-64_A-2.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # the released zips hold one top folder
+        for name in ("bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001"):
+            zf.write(tiny_tf / name, f"chinese_wwm_L-2_H-64_A-2/{name}")
+    assert zoo.detect_format(archive) == "zip"
+    folder = zoo.resolve_model(str(archive), cache_dir=tmp_path / "cache")
+    ref = np.load(tiny_tf / "reference_outputs.npz")
+    model = AutoModelForPreTraining.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ref["input_ids"]).long(),
+                    attention_mask=torch.from_numpy(ref["attention_mask"]).long(),
+                    token_type_ids=torch.from_numpy(ref["token_type_ids"]).long())
+    np.testing.assert_allclose(out.seq_relationship_logits.numpy(), ref["nsp_logits"], atol=1e-4, rtol=0)
+    config = zoo.load_bert_config(str(archive))
+    assert config.hidden_size == 64 and config.hidden_act == "gelu_new"
+
+
+def test_corrupt_zip_is_an_error(tmp_path):
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(UserError):
+        zoo.resolve_model(str(bad), cache_dir=tmp_path / "cache")
+
+
+def test_legacy_folder_is_converted(tmp_path):
+    from transformers import BertConfig, BertForPreTraining
+
+    from bertwwm.tokens import default_vocab_path
+
+    config = BertConfig(vocab_size=21128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    model = BertForPreTraining(config)
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    torch.save({k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+                for k, v in model.state_dict().items()}, folder / "pytorch_model.bin")
+    (folder / "bert_config.json").write_text(json.dumps(
+        {k: getattr(config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                          "intermediate_size", "max_position_embeddings", "hidden_act")}))
+    shutil.copy(default_vocab_path(), folder / "vocab.txt")
+    assert zoo.detect_format(folder) == "legacy"
+    resolved = zoo.resolve_model(str(folder), cache_dir=tmp_path / "cache")
+    assert zoo.detect_format(resolved) == "hf"
+    assert zoo.load_bert_config(str(folder)).hidden_size == 16
+
+
+def test_load_bert_config_reads_roberta_configs_as_bert(tmp_path, caplog):
+    assert zoo.load_bert_config("roberta-wwm-ext-large").num_hidden_layers == 24  # zoo names need no download
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "roberta", "architectures": ["RobertaForMaskedLM"], "vocab_size": 21128, "hidden_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "pad_token_id": 1}))
+    with caplog.at_level(logging.WARNING):
+        config = zoo.load_bert_config(str(folder))
+    assert config.model_type == "bert" and config.pad_token_id == 0
+    assert "BERT models" in caplog.text
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(UserError, match="not a BERT model"):
+        zoo.load_bert_config(str(folder))
+
+
+def test_models_verb(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for m in zoo.ZOO.values():
+        assert m.hub_id in out
+    assert "24/1024/16" in out
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 6 and all("parameters" in r and "obtain" in r for r in rows)
+    assert main(["models", "bert-wwm-ext"]) == 0
+    assert "LAMB" in capsys.readouterr().out
+    assert main(["models", "no-such-model"]) == 2
