@@ -172,7 +172,7 @@ def test_real_corpus_ids_match_the_tokenizer_and_rules(shared_data, name):
 
 HANZI = list("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你说年臺灣體語術處")
 CHARS = (HANZI + list("abcXYZéü") + list("0123456789") + list(" \t\n,.!?-#%[]")
-         + list("，。！？、“”（）《》") + list("ＡＢＣ１２３") + ["😀", "𠮷", "\x00", "\u3000", "\u0301"])
+         + list("，。！？、“”（）《》") + list("ＡＢＣ１２３") + ["😀", "𠮷", "\x00", "\u3000", "\u0301", "\u061d", "\u2e43", "\uf900"])
 WORDS = ["iPhone", "2019年", "probability", "手机", "语言模型", "BERT-wwm", "[SEP]", "[MASK]", "3.14", "ＧＰＵ"]
 TEXTS = st.lists(st.one_of(st.sampled_from(CHARS), st.sampled_from(WORDS)), max_size=40).map("".join)
 
@@ -198,3 +198,35 @@ def test_presegmented_words_become_groups(words):
     expected = [list(w) for w in words]  # these characters are one token each
     assert groups(aligned) == expected
     assert aligned.fallbacks == 0
+
+
+def test_single_token_table_holds_in_context():
+    """Every character the fast path looks up must be one token of its own wherever it stands."""
+    from bertwwm.align import _SINGLE, _backend, _tables
+
+    classes, ids, _ = _tables()
+    cps = np.flatnonzero(classes == _SINGLE)
+    assert len(cps) > 28000  # the CJK blocks and the punctuation
+    backend = _backend()
+    for left, right in [("a", "b"), ("1", "2"), ("中", "文")]:
+        lid = backend.encode(left, add_special_tokens=False).ids
+        rid = backend.encode(right, add_special_tokens=False).ids
+        encodings = backend.encode_batch([left + chr(c) + right for c in cps], add_special_tokens=False)
+        bad = [chr(c) for c, e in zip(cps.tolist(), encodings) if e.ids != lid + [int(ids[c])] + rid]
+        assert not bad, bad[:10]
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30))
+def test_any_unicode_text_matches_the_tokenizer(jieba_aligner, text):
+    aligned = jieba_aligner.align(text)
+    want = chinese_tokenizer()(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert aligned.ids.tolist() == want
+    assert len(aligned.word_starts) == len(want) and (not want or aligned.word_starts[0])
+
+
+def test_named_aligner_pickles_for_worker_processes():
+    import pickle
+
+    aligner = pickle.loads(pickle.dumps(WordAligner("rjieba")))
+    assert groups(aligner.align("使用语言模型")) == [["使", "用"], ["语", "言"], ["模", "型"]]

@@ -15,6 +15,12 @@ from bertwwm.convert import hf_to_tf, tf_to_hf
 from bertwwm.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    # Conversions on the fly go to the cache; keep the user's ~/.cache/bertwwm out of the tests.
+    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture
 def tiny_tf(shared_data):
     return shared_data / "checkpoints" / "tiny-bert-tf"
@@ -189,3 +195,37 @@ def test_no_checkpoint_and_missing_paths(tmp_path, capsys):
     _fails(["convert", "hf-to-tf", str(tmp_path / "nope"), str(tmp_path / "o")], capsys, "no such file or folder")
     with pytest.raises(UserError, match="no model found"):
         hf_to_tf(tmp_path, tmp_path / "o")
+
+
+def test_a_non_chinese_vocabulary_is_copied_and_gets_its_own_tokenizer(tmp_path, capsys):
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Hello", "hello", "World", "##s", "中", "文", "The"]
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    BertForPreTraining(config).save_pretrained(str(tmp_path / "src"))
+    (tmp_path / "src" / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    assert main(["convert", "hf-to-tf", str(tmp_path / "src"), str(tmp_path / "tf")]) == 0
+    assert (tmp_path / "tf" / "vocab.txt").read_text(encoding="utf-8").split() == vocab
+    assert main(["convert", "tf-to-hf", str(tmp_path / "tf"), str(tmp_path / "hf")]) == 0
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    assert len(tok) == len(vocab)
+    # A cased vocabulary (capitalised words present) keeps case; Chinese characters are split off.
+    assert tok.convert_ids_to_tokens(tok("Hello Worlds中文")["input_ids"]) == [
+        "[CLS]", "Hello", "World", "##s", "中", "文", "[SEP]"]
+    assert main(["convert", "tf-to-hf", "--lower-case", str(tmp_path / "tf"), str(tmp_path / "hf2")]) == 0
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf2"))
+    assert tok.convert_ids_to_tokens(tok("Hello")["input_ids"]) == ["[CLS]", "hello", "[SEP]"]
+
+
+def test_tf_to_hf_accepts_the_released_zip(tiny_tf, tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "cache"))
+    archive = tmp_path / "chinese_wwm_L-2_H-64_A-2.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001"):
+            zf.write(tiny_tf / name, f"chinese_wwm_L-2_H-64_A-2/{name}")
+    assert main(["convert", "tf-to-hf", str(archive), str(tmp_path / "hf")]) == 0
+    ref = np.load(tiny_tf / "reference_outputs.npz")
+    np.testing.assert_allclose(_outputs(tmp_path / "hf", ref)["nsp_logits"], ref["nsp_logits"], atol=1e-4, rtol=0)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from bertwwm.align import WordAligner
 from bertwwm.errors import UserError
-from bertwwm.masking import POLICIES, MaskingConfig, _select_words_greedy, budget, mask_batch, mask_instance
+from bertwwm.masking import (POLICIES, MaskingConfig, _select_words_greedy, _visiting_order, budget, mask_batch,
+                             mask_instance)
 from bertwwm.tokens import CLS_ID, MASK_ID, SEP_ID, VocabInfo, load_vocab
 
 VOCAB = VocabInfo.from_vocab()
@@ -98,7 +99,7 @@ def test_report_sentence_wwm_masks_whole_words(aligner):
     ids, starts = instance(aligner, "使用语言模型来预测下一个词的probability。")
     cfg = MaskingConfig(mask_token_prob=1.0, random_token_prob=0.0)
     seen_probability = False
-    for seed in range(30):
+    for seed in range(100):  # "probability" fits only when drawn first: p = 1/11 per draw
         masked, positions, labels = mask_instance(ids, starts, cfg, np.random.default_rng(seed))
         check_instance(ids, starts, cfg, masked, positions, labels)
         assert len(positions) == 3 and set(masked[positions].tolist()) == {MASK_ID}
@@ -117,8 +118,8 @@ def test_greedy_selection_equals_googles_loop():
         budgets = rng.integers(1, 21, size=n_rows)
         chosen = _select_words_greedy(word_len, word_row, budgets, np.random.default_rng(trial))
         # The same visiting order, then Google's loop row by row.
-        keys = np.random.default_rng(trial).random(len(word_row)) if len(word_row) else np.zeros(0)
-        order = np.lexsort((keys, word_row))
+        order = _visiting_order(word_row, np.random.default_rng(trial))
+        assert np.all(np.diff(word_row[order]) >= 0)  # grouped by row
         want = np.zeros(len(word_row), dtype=bool)
         used = np.zeros(n_rows, dtype=int)
         for w in order:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -69,14 +71,14 @@ def test_recipes_reproduce_the_report_table():
 
 def test_tiny_model_learns_on_the_shared_corpus(prepared, tmp_path):
     cfg = config_from_recipe(*load_recipe("tiny-cpu"), data=str(prepared["dynamic"]), out=str(tmp_path / "run"),
-                             threads=1, eval_every=50, log_every=10, save_every=1000, progress=False)
-    cfg.phases[0].steps = 200
+                             threads=1, eval_every=40, log_every=10, save_every=1000, progress=False, lr=2e-3)
+    cfg.phases[0].steps = 160
     cfg.phases[0].batch_size = 16
     final = pretrain(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     held_out = [r for r in records if r["split"] == "eval"]
-    assert [r["step"] for r in held_out] == [50, 100, 150, 200]
+    assert [r["step"] for r in held_out] == [40, 80, 120, 160]
     # ln(21128) = 9.96: an untrained model starts near it; a few hundred steps must bring it well below.
     assert train[0]["mlm_loss"] > 9.0
     assert held_out[-1]["mlm_loss"] < train[0]["mlm_loss"] - 3.0
@@ -118,32 +120,47 @@ def test_resume_after_sigkill_is_bitwise_identical(prepared, tmp_path):
     assert steps == [json.loads(l)["step"] for l in (straight / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_process_ddp_matches_one_process(prepared, tmp_path):
-    common = ["--data", str(prepared["static"]), "--max-steps", "6", "--batch-size", "16", "--no-nsp",
-              "--set", "model.dropout=0.0", "--eval-every", "100", "--save-every", "100"]
-    single = tmp_path / "single"
-    subprocess.run(_cli(*common, "--out", str(single)), check=True, env=ENV, capture_output=True)
-    ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "bertwwm", *_cli(*common, "--out", str(ddp))[3:]]
-    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=tmp_path)
+def _torchrun(args: list[str], cwd: Path, port: int) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "bertwwm", *args[3:]]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=cwd)
     assert res.returncode == 0, res.stderr[-3000:]
-    a, b = _weights(single / "final"), _weights(ddp / "final")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-5, msg=k)
+
+
+def test_two_process_ddp_and_fsdp_match_one_process(prepared, tmp_path):
+    common = ["--data", str(prepared["static"]), "--max-steps", "6", "--batch-size", "16", "--no-nsp",
+              "--set", "model.dropout=0.0", "--eval-every", "3", "--save-every", "3"]
+    single, ddp, fsdp = tmp_path / "single", tmp_path / "ddp", tmp_path / "fsdp"
+    subprocess.run(_cli(*common, "--out", str(single)), check=True, env=ENV, capture_output=True)
+    _torchrun(_cli(*common, "--out", str(ddp)), tmp_path, 29533)
+    _torchrun(_cli(*common, "--out", str(fsdp), "--fsdp"), tmp_path, 29534)
+    a = _weights(single / "final")
+    for other in (ddp, fsdp):
+        b = _weights(other / "final")
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-5, msg=k)
+        la = [json.loads(l) for l in (single / "metrics.jsonl").read_text().splitlines()]
+        lb = [json.loads(l) for l in (other / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["step"], r["split"]) for r in la] == [(r["step"], r["split"]) for r in lb]
+        for ra, rb in zip(la, lb):
+            assert rb["mlm_loss"] == pytest.approx(ra["mlm_loss"], rel=1e-5)
+            assert rb["mlm_acc"] == pytest.approx(ra["mlm_acc"], abs=1e-9)
     # ...and training really moved the weights away from the (seeded) initialisation.
     from bertwwm.model import bert_config, build_model
 
     torch.manual_seed(12345)
     init = build_model(bert_config("tiny", dropout=0.0), nsp=False).state_dict()
-    moved = (a["bert.encoder.layer.0.attention.self.query.weight"] - init["bert.encoder.layer.0.attention.self.query.weight"])
-    assert moved.abs().max() > 1e-3
-    la = [json.loads(l) for l in (single / "metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (ddp / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in la] == [r["step"] for r in lb]
-    for ra, rb in zip(la, lb):
-        assert rb["mlm_loss"] == pytest.approx(ra["mlm_loss"], rel=1e-5)
-        assert rb["mlm_acc"] == pytest.approx(ra["mlm_acc"], abs=1e-9)
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (a[key] - init[key]).abs().max() > 1e-3
+
+    # FSDP checkpoints hold the gathered weights and optimizer: resuming from step 3 repeats steps 4-6 exactly.
+    resumed = tmp_path / "fsdp-resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(fsdp / "checkpoints" / "step-00000003", resumed / "checkpoints" / "step-00000003")
+    _torchrun(_cli(*common, "--out", str(resumed), "--fsdp", "--resume"), tmp_path, 29535)
+    b, c = _weights(fsdp / "final"), _weights(resumed / "final")
+    assert all(torch.equal(b[k], c[k]) for k in b)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -188,3 +205,46 @@ def test_more_clear_errors(prepared, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     with pytest.raises(UserError):
         config_from_recipe({"phases": []})
+
+
+def test_continued_pretraining_from_a_tf_checkpoint(prepared, shared_data, tmp_path, monkeypatch):
+    """`--init` a TF-1 checkpoint (converted by the zoo): training starts from its weights."""
+    from bertwwm import zoo
+
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    tf = shared_data / "checkpoints" / "tiny-bert-tf"
+    assert main(["pretrain", "--recipe", "tiny-cpu", "--init", str(tf), "--data", str(prepared["dynamic"]),
+                 "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "4", "--lr", "1e-7",
+                 "--threads", "1", "--no-progress"]) == 0
+    start = _weights(Path(zoo.resolve_model(str(tf))))
+    final = _weights(tmp_path / "run" / "final")
+    assert final["bert.embeddings.word_embeddings.weight"].shape == (21128, 64)  # the checkpoint's shape
+    for k in ("bert.encoder.layer.1.output.dense.weight", "cls.predictions.transform.dense.weight",
+              "cls.seq_relationship.weight"):
+        torch.testing.assert_close(final[k], start[k], rtol=0, atol=1e-5)
+    assert not torch.equal(final["bert.encoder.layer.1.output.dense.weight"],
+                           start["bert.encoder.layer.1.output.dense.weight"])  # but it did train
+    config = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert config["hidden_act"] == "gelu_new" and config["hidden_size"] == 64
+
+
+def test_bf16_autocast_and_grad_accum_run(prepared, tmp_path):
+    """bf16 autocast on CPU trains (finite, falling loss); grad-accum 2 gives the batch-16 result."""
+    def run(out, *extra):
+        cfg_args = ["pretrain", "--recipe", "tiny-cpu", "--data", str(prepared["static"]), "--no-nsp",
+                    "--set", "model.dropout=0.0", "--out", str(tmp_path / out), "--max-steps", "4",
+                    "--batch-size", "16", "--threads", "1", "--no-progress", "--log-every", "1", *extra]
+        assert main(cfg_args) == 0
+        return [json.loads(l) for l in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+
+    plain, accum = run("plain"), run("accum", "--grad-accum", "2")
+    for a, b in zip(plain, accum):
+        assert b["mlm_loss"] == pytest.approx(a["mlm_loss"], rel=1e-5)
+    wa, wb = _weights(tmp_path / "plain" / "final"), _weights(tmp_path / "accum" / "final")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=2e-5)
+    bf16 = run("bf16", "--bf16")
+    train = [r for r in bf16 if r["split"] == "train"]
+    assert all(np.isfinite(r["mlm_loss"]) for r in train)
+    assert train[0]["mlm_loss"] == pytest.approx(plain[0]["mlm_loss"], rel=2e-2)  # bf16 is close to fp32
+    assert train[-1]["mlm_loss"] < train[0]["mlm_loss"]

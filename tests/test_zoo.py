@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,12 @@ import torch
 from bertwwm import zoo
 from bertwwm.cli import main
 from bertwwm.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    # Conversions on the fly go to the cache; keep the user's ~/.cache/bertwwm out of the tests.
+    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "default-cache"))
 
 
 @pytest.fixture
@@ -60,9 +67,9 @@ def test_tf_folder_is_converted_once_into_the_cache(tiny_tf, tmp_path):
     cache = tmp_path / "cache"
     first = zoo.resolve_model(str(tiny_tf), cache_dir=cache)
     assert first.startswith(str(cache / "converted" / "tiny-bert-tf-"))
-    stamp = (zoo.Path(first) / "model.safetensors").stat().st_mtime_ns
+    stamp = (Path(first) / "model.safetensors").stat().st_mtime_ns
     assert zoo.resolve_model(str(tiny_tf / "bert_model.ckpt"), cache_dir=cache) == first  # the prefix works too
-    assert (zoo.Path(first) / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not reconverted
+    assert (Path(first) / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not reconverted
     assert zoo.resolve_model(first, cache_dir=cache) == first  # a current folder is returned as is
     assert zoo.detect_format(first) == "hf" and zoo.detect_format(tiny_tf) == "tf"
 
@@ -83,15 +90,27 @@ def test_released_zip_layout_is_unpacked_and_converted(tiny_tf, tmp_path):
                     attention_mask=torch.from_numpy(ref["attention_mask"]).long(),
                     token_type_ids=torch.from_numpy(ref["token_type_ids"]).long())
     np.testing.assert_allclose(out.seq_relationship_logits.numpy(), ref["nsp_logits"], atol=1e-4, rtol=0)
-    config = zoo.load_bert_config(str(archive))
+    config = zoo.load_bert_config(str(archive))  # read from the zip, nothing unpacked or converted
     assert config.hidden_size == 64 and config.hidden_act == "gelu_new"
+    assert not (tmp_path / "default-cache").exists()
 
 
-def test_corrupt_zip_is_an_error(tmp_path):
+def test_corrupt_or_foreign_files_are_errors(tiny_tf, tmp_path):
     bad = tmp_path / "broken.zip"
     bad.write_bytes(b"PK\x03\x04" + b"\0" * 100)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="corrupt zip file"):
         zoo.resolve_model(str(bad), cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match="corrupt zip file"):
+        zoo.load_bert_config(str(bad))
+    other = tmp_path / "photos.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("cat.jpg", b"\xff\xd8")
+    with pytest.raises(UserError, match="holds no model"):
+        zoo.resolve_model(str(other), cache_dir=tmp_path / "cache")
+    # .npz files are zip files too, but not model archives
+    with pytest.raises(UserError, match="not a model"):
+        zoo.resolve_model(str(tiny_tf / "reference_outputs.npz"), cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_legacy_folder_is_converted(tmp_path):

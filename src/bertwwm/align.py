@@ -71,9 +71,16 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class per BMP code point, token id per BMP code point, is-## flag per token id)."""
     classes = np.zeros(0x10000, dtype=np.uint8)
     ids = np.full(0x10000, -1, dtype=np.int32)
-    candidates = [cp for lo, hi in _CJK_BMP for cp in range(lo, hi + 1)]
-    candidates += [cp for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF and _is_bert_punctuation(cp)]
-    encodings = _backend().encode_batch([chr(cp) for cp in candidates], add_special_tokens=False)
+    backend = _backend()
+    cjk = [cp for lo, hi in _CJK_BMP for cp in range(lo, hi + 1)]
+    punctuation = [cp for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF and _is_bert_punctuation(cp)]
+    # Punctuation must also stand apart between letters: the tokenizer's Unicode tables are older than
+    # Python's, and a few recent punctuation marks (U+061D, U+2E43...) merge with their neighbours there.
+    a_id = backend.token_to_id("a")
+    in_context = backend.encode_batch([f"a{chr(cp)}a" for cp in punctuation], add_special_tokens=False)
+    stands_apart = {cp for cp, enc in zip(punctuation, in_context) if len(enc.ids) == 3 and enc.ids[0] == a_id}
+    candidates = cjk + [cp for cp in punctuation if cp in stands_apart]
+    encodings = backend.encode_batch([chr(cp) for cp in candidates], add_special_tokens=False)
     for cp, enc in zip(candidates, encodings):
         # Trust the table only where the tokenizer itself makes exactly one token of the whole character.
         if len(enc.ids) == 1 and enc.offsets[0] == (0, 1):
@@ -148,9 +155,22 @@ class WordAligner:
     """Segment texts into words and tokenize them, flagging the first token of every word."""
 
     def __init__(self, segmenter: "str | Segmenter" = "jieba", *, user_dict=None, model_path=None):
+        self._spec = (segmenter, user_dict, model_path) if isinstance(segmenter, str) else None
         if isinstance(segmenter, str):
             segmenter = get_segmenter(segmenter, user_dict=user_dict, model_path=model_path)
         self.segmenter = segmenter
+
+    def __getstate__(self):
+        # Segmenters hold native objects (rjieba, LTP models) that do not pickle; a named segmenter is
+        # rebuilt in the receiving process (spawned DataLoader / multiprocessing workers).
+        return {"spec": self._spec} if self._spec is not None else self.__dict__
+
+    def __setstate__(self, state):
+        if "spec" in state:
+            name, user_dict, model_path = state["spec"]
+            self.__init__(name, user_dict=user_dict, model_path=model_path)
+        else:
+            self.__dict__.update(state)
 
     def align(self, text: str) -> AlignedText:
         return self.align_many([text])[0]
@@ -173,15 +193,22 @@ class WordAligner:
         ids, tok_start, tok_end = _tokenize(joined, cps)
 
         word_starts, word_ends = self._word_spans(texts, words, text_base)
+        # Per character: covered by a segmenter word? which word? which text? (bincount + cumsum over
+        # characters is several times cheaper than binary searches per token)
+        n_chars = len(joined) + 1
+        starts_per_char = np.bincount(word_starts, minlength=n_chars)
+        covered_char = np.cumsum(starts_per_char - np.bincount(word_ends, minlength=n_chars)) > 0
+        word_of_char = np.cumsum(starts_per_char > 0)
+        text_of_char = np.cumsum(np.bincount(text_base[1:], minlength=n_chars))
+
         n = len(ids)
         first = tok_start
         last = np.maximum(tok_end - 1, tok_start)
-        w_first = np.searchsorted(word_starts, first, side="right") - 1
-        w_last = np.searchsorted(word_starts, last, side="right") - 1
-        covered = (word_ends[w_first] > first) & (word_ends[w_last] > last)
-        covered &= tok_end > tok_start
+        w_first = word_of_char[first]
+        w_last = word_of_char[last]
+        covered = covered_char[first] & covered_char[last] & (tok_end > tok_start)
+        text_of_token = text_of_char[first]
 
-        text_of_token = np.searchsorted(text_base, tok_start, side="right") - 1
         _, _, continuation = _tables()
         is_unk = ids == UNK_ID
         starts = np.ones(n, dtype=bool)
@@ -210,7 +237,7 @@ class WordAligner:
     @staticmethod
     def _word_spans(texts: list[str], words: list[list[str]], text_base: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted global (start, end) character spans of all segmenter words of the batch."""
+        """Global (start, end) character spans of all segmenter words of the batch (non-overlapping)."""
         exact = [sum(map(len, ws)) == len(t) and "".join(ws) == t for t, ws in zip(texts, words)]
         exact_words = [ws for ws, ok in zip(words, exact) if ok]
         n_words = np.fromiter(map(len, exact_words), dtype=np.int64, count=len(exact_words))
@@ -229,10 +256,4 @@ class WordAligner:
                 s, e = _locate_words(text, ws)
                 starts.append(np.asarray(s, dtype=np.int64) + text_base[t])
                 ends.append(np.asarray(e, dtype=np.int64) + text_base[t])
-        # A sentinel span before everything: every character then has a candidate word to its left.
-        word_starts = np.concatenate([np.array([-2], dtype=np.int64)] + starts)
-        word_ends = np.concatenate([np.array([-1], dtype=np.int64)] + ends)
-        if len(starts) > 1:
-            order = np.argsort(word_starts, kind="stable")
-            word_starts, word_ends = word_starts[order], word_ends[order]
-        return word_starts, word_ends
+        return np.concatenate(starts), np.concatenate(ends)

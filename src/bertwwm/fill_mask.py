@@ -76,8 +76,10 @@ def decode(score_fn: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Te
             for j, p in enumerate(positions):
                 if p in filled:
                     continue
-                values, tokens = logp[row, j].topk(width)
+                values, tokens = logp[row, j].topk(min(width, logp.shape[-1]))
                 for v, t in zip(values.tolist(), tokens.tolist()):
+                    if v == float("-inf"):
+                        break  # banned tokens ([MASK], [CLS], [unused]...) are never candidates
                     new = {**filled, p: t}
                     key = tuple(sorted(new.items()))
                     if key not in found or found[key][1] < score + v:

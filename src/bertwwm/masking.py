@@ -78,6 +78,13 @@ def _special_table(vocab: VocabInfo) -> np.ndarray:
     return hit[1]
 
 
+def _visiting_order(word_row: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Word indices sorted by row, in random order within each row: one integer argsort on
+    (row << 32 | random 32 bits), about 10x faster than np.lexsort on (random, row)."""
+    keys = (word_row.astype(np.int64) << 32) | rng.integers(0, 1 << 32, size=len(word_row), dtype=np.int64)
+    return np.argsort(keys)
+
+
 def _select_words_greedy(word_len: np.ndarray, word_row: np.ndarray, budgets: np.ndarray,
                          rng: np.random.Generator) -> np.ndarray:
     """Google's loop for every row at once: visit a row's words in random order, take a word when it fits in
@@ -93,7 +100,7 @@ def _select_words_greedy(word_len: np.ndarray, word_row: np.ndarray, budgets: np
     if n_words == 0:
         return chosen
     n_rows = len(budgets)
-    order = np.lexsort((rng.random(n_words), word_row))  # by row, random within the row
+    order = _visiting_order(word_row, rng)
     rows = word_row[order]
     row_first = np.searchsorted(rows, np.arange(n_rows))
     rank = np.arange(n_words) - row_first[rows]

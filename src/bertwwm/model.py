@@ -75,7 +75,10 @@ def load_model(ref: str | Path, *, nsp: bool, dropout: float | None = None):
         raise UserError(f"model has a {config.vocab_size}-entry vocabulary; bertwwm pretrains with the "
                         f"{VOCAB_SIZE}-entry Chinese BERT vocabulary", str(ref))
     cls = BertForPreTraining if nsp else BertForMaskedLM
-    return cls.from_pretrained(path, config=config)
+    try:
+        return cls.from_pretrained(path, config=config)
+    except OSError as e:  # e.g. a hub id while offline, or a folder without weights
+        raise UserError(f"cannot load the model to start from ({e})".replace("\n", " "), str(ref)) from None
 
 
 def save_model(model, folder: str | Path) -> None:

@@ -39,7 +39,7 @@ from bertwwm.storage import (FORMAT_VERSION, MANIFEST, read_manifest, read_shard
 
 DEFAULT_SEED = 12345  # Google's create_pretraining_data.py default random_seed
 DEFAULT_DUPE_FACTOR = 10  # Google's default dupe_factor
-DEFAULT_SHARD_CHARS = 2_000_000
+DEFAULT_SHARD_CHARS = 1_000_000  # ~1M input tokens: ~130 MB of working memory per worker at dupe 10
 ALIGN_BATCH = 2048  # sentences per align_many call
 _MASKINGS = ("wwm", "char", "ngram")
 
@@ -128,10 +128,10 @@ def _init_state(config: dict) -> None:
     from bertwwm.tokens import VocabInfo
 
     _STATE.clear()
-    _STATE.update(
-        key=key, config=config,
-        aligner=WordAligner(config["segmenter"], user_dict=config["user_dict"]),
-        masking=_masking_config(config), vocab=VocabInfo.from_vocab())
+    aligner = WordAligner(config["segmenter"], user_dict=config["user_dict"])
+    aligner.align("预热 warm-up")  # builds the tokenizer's lookup tables now, so forked workers share them
+    _STATE.update(key=key, config=config, aligner=aligner, masking=_masking_config(config),
+                  vocab=VocabInfo.from_vocab())
 
 
 def _worker_init(config: dict) -> None:

@@ -90,6 +90,7 @@ class PretrainConfig:
     grad_accum: int = 1
     bf16: bool = False
     compile: bool = False
+    fsdp: bool = False             # shard weights/gradients/optimizer over processes (FSDP2) instead of DDP
     save_every: int = 1000
     keep_last: int = 3
     eval_every: int = 1000
@@ -112,13 +113,13 @@ SECTIONS: dict[str, dict[str, str]] = {
     "optim": {"name": "optimizer", "lr": "lr", "warmup_ratio": "warmup_ratio", "warmup_steps": "warmup_steps",
               "weight_decay": "weight_decay", "beta1": "beta1", "beta2": "beta2", "eps": "eps",
               "clip_grad": "clip_grad"},
-    "train": {k: k for k in ("seed", "grad_accum", "bf16", "compile", "save_every", "keep_last", "eval_every",
+    "train": {k: k for k in ("seed", "grad_accum", "bf16", "compile", "fsdp", "save_every", "keep_last", "eval_every",
                              "eval_instances", "log_every", "threads")},
 }
 # Values that change the training trajectory: a resumed run must agree with its checkpoint on them.
 TRAJECTORY_FIELDS = ("init", "preset", "nsp", "dropout", "policy", "mask_prob", "decide_per", "optimizer", "lr",
                      "warmup_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "eps", "clip_grad",
-                     "phases", "seed", "grad_accum", "bf16", "eval_instances")
+                     "phases", "seed", "grad_accum", "bf16", "fsdp", "eval_instances")
 
 
 def recipe_names() -> list[str]:
@@ -567,6 +568,38 @@ def _autocast(cfg: PretrainConfig, device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def full_state(model, optimizer, d: Dist) -> tuple[dict | None, dict]:
+    """(model state dict or None, optimizer state dict), full tensors on CPU: the plain modules' own under
+    DDP/single process; gathered from the shards under FSDP (a collective: every rank must call it)."""
+    if not getattr(model, "fsdp", False):
+        return None, optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    return ({k.removeprefix("hf."): v for k, v in weights.items()},
+            get_optimizer_state_dict(model, optimizer, options=options))
+
+
+def write_model(model, folder: Path, weights: dict | None) -> None:
+    """A standard model folder; under FSDP the gathered `weights` go into a plain CPU copy first."""
+    from bertwwm.model import save_model
+
+    if weights is None:
+        save_model(model.hf, folder)
+        return
+    import torch
+
+    plain = type(model.hf)(model.hf.config)
+    missing, unexpected = plain.load_state_dict(weights, strict=False)
+    tied = set(getattr(plain, "_tied_weights_keys", None) or {})
+    if [k for k in missing if k not in tied] or unexpected:
+        raise RuntimeError(f"gathered FSDP state does not match the model: {missing[:3]} {unexpected[:3]}")
+    plain.tie_weights()
+    save_model(plain, folder)
+
+
 def save_checkpoint(run: Path, step: int, phase_index: int, model, optimizer, scheduler, collator,
                     cfg: PretrainConfig, d: Dist) -> None:
     """Atomically write RUN/checkpoints/step-NNNNNNNN (weights, optimizer, scheduler, per-rank RNG/data state)."""
@@ -579,15 +612,14 @@ def save_checkpoint(run: Path, step: int, phase_index: int, model, optimizer, sc
     rank_file = staging / f"step-{step:08d}-rank-{d.rank}.pt"
     with atomic_path(rank_file) as tmp:
         torch.save(rank_state, tmp)
+    weights, optimizer_state = full_state(model, optimizer, d)
     _barrier(d)
     if d.main:
-        from bertwwm.model import save_model
-
         with atomic_path(ckdir / f"step-{step:08d}") as tmp:
-            save_model(model.hf, tmp)
+            write_model(model, tmp, weights)
             for r in range(d.world):
                 shutil.move(str(staging / f"step-{step:08d}-rank-{r}.pt"), str(tmp / f"rank-{r}.pt"))
-            torch.save({"step": step, "phase": phase_index, "optimizer": optimizer.state_dict(),
+            torch.save({"step": step, "phase": phase_index, "optimizer": optimizer_state,
                         "scheduler": scheduler.state_dict(), "world_size": d.world,
                         "config": _config_json(cfg)}, tmp / TRAINER_STATE)
         for old in checkpoint_dirs(run)[:-cfg.keep_last]:
@@ -610,6 +642,8 @@ def pretrain(config: PretrainConfig) -> Path:
         raise UserError(f"the run folder already has checkpoints (latest {existing[-1].name}); pass --resume to "
                         "continue it or choose another --out", run)
     d = init_distributed()
+    if cfg.fsdp and d.world < 2:
+        raise UserError("--fsdp shards the model over processes: run under torchrun with --nproc-per-node 2 or more")
     try:
         return _train(cfg, folders, run, existing[-1] if (existing and cfg.resume) else None, d)
     finally:
@@ -644,8 +678,6 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
     if checkpoint is not None:
         load_weights(model, checkpoint)
     model.train()
-    optimizer = build_optimizer(model.hf, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
     # One LambdaLR over the whole run: each phase warms up to its own peak and decays linearly to 0.
     bounds = np.cumsum([0] + [p.steps for p in cfg.phases]).tolist()
@@ -656,12 +688,9 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         i = max(0, min(len(cfg.phases) - 1, int(np.searchsorted(bounds, step, side="right")) - 1))
         return peaks[i] * warmup_linear_decay(step - bounds[i], warmups[i], cfg.phases[i].steps)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     step = 0
     collator_state = None
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         rank_state = torch.load(checkpoint / f"rank-{d.rank}.pt", map_location="cpu", weights_only=False)
         set_rng_state(rank_state["rng"])
@@ -673,10 +702,31 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         torch.manual_seed(cfg.seed + d.rank)
 
     train_model = model
-    if d.world > 1:
+    if cfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        # Each encoder layer is its own shard group; the root group holds the embeddings and the heads,
+        # so the tied embedding/decoder matrix stays one parameter.
+        for layer in model.hf.bert.encoder.layer:
+            fully_shard(layer)
+        fully_shard(model)
+        model.fsdp = True
+    elif d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    optimizer = build_optimizer(model.hf, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    if state is not None:
+        if cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
 
@@ -701,7 +751,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
             if collator_state is not None and collator_state[0] == i:
                 collator.load_state_dict(collator_state[1])
             collator_state = None
-            eval_items = datas[i].eval_items() if d.main else []
+            eval_items = datas[i].eval_items() if (d.main or cfg.fsdp) else []
         data, phase = datas[i], cfg.phases[i]
         micro_batches = [collator(items) for items in data.local_micro_batches(step - bounds[i], cfg.grad_accum)]
         local_masked = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
@@ -714,7 +764,10 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         for k, batch in enumerate(micro_batches):
             batch = _to_device(batch, d.device)
             sync = contextlib.nullcontext()
-            if d.world > 1 and k < len(micro_batches) - 1:
+            last = k == len(micro_batches) - 1
+            if cfg.fsdp:
+                model.set_requires_gradient_sync(last)  # reduce-scatter once, after the last micro-batch
+            elif d.world > 1 and not last:
                 sync = train_model.no_sync()
             with sync:
                 with _autocast(cfg, d.device):
@@ -725,7 +778,8 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         if not (math.isfinite(stats[0]) and math.isfinite(stats[3])):
             raise UserError(f"loss became NaN/inf at step {step + 1}; lower --lr or enable --clip-grad")
         if cfg.clip_grad:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad))
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -753,7 +807,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         if bar is not None:
             bar.update(1)
         if data.n_eval and (step % cfg.eval_every == 0 or step == total or step == bounds[i + 1]):
-            if d.main:
+            if d.main or cfg.fsdp:  # FSDP forward is collective: every rank evaluates the same items
                 record = evaluate(model, eval_items, cfg, phase, data.micro, d.device)
                 log.write({"step": step, "phase": i + 1, "split": "eval", **record})
             _barrier(d)
@@ -763,11 +817,10 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         bar.close()
     log.close()
     final = run / FINAL
+    weights, _ = full_state(model, optimizer, d) if cfg.fsdp else (None, None)
     if d.main:
-        from bertwwm.model import save_model
-
         with atomic_path(final) as tmp:
-            save_model(model.hf, tmp)
+            write_model(model, tmp, weights)
     _barrier(d)
     return final
 
@@ -795,6 +848,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="S")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    parser.add_argument("--fsdp", action=argparse.BooleanOptionalAction, default=None,
+                        help="shard the model over the torchrun processes (FSDP2) instead of replicating it (DDP)")
     parser.add_argument("--nsp", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--clip-grad", type=float, metavar="X")
     parser.add_argument("--eval-every", type=int, metavar="N")
@@ -812,7 +867,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     overrides = dict(out=args.out, data=args.data, data_512=args.data_512, init=args.init, preset=args.preset,
                      save_every=args.save_every, keep_last=args.keep_last, grad_accum=args.grad_accum,
                      lr=args.lr, optimizer=args.optimizer, warmup_steps=args.warmup_steps, seed=args.seed,
-                     bf16=args.bf16, compile=args.compile, nsp=args.nsp, clip_grad=args.clip_grad,
+                     bf16=args.bf16, compile=args.compile, fsdp=args.fsdp, nsp=args.nsp, clip_grad=args.clip_grad,
                      eval_every=args.eval_every, log_every=args.log_every, threads=args.threads,
                      resume=args.resume or None, progress=not args.no_progress)
     cfg = config_from_recipe(recipe, where, **overrides)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch.utils.data
 
 from bertwwm.errors import UserError
 from bertwwm.fileio import atomic_path, atomic_write_json
@@ -135,7 +134,7 @@ def read_manifest(folder: str | Path, *, require_complete: bool = True) -> dict:
     return manifest
 
 
-class PreparedDataset(torch.utils.data.Dataset):
+class _PreparedDatasetBody:
     """The instances of a prepared folder as a map-style dataset (a `torch.utils.data.Dataset`).
 
     Arrays are memory-mapped and opened on first use in each process, so the object is cheap to pickle
@@ -212,3 +211,17 @@ class PreparedDataset(torch.utils.data.Dataset):
             item["next_sentence_label"] = int(a["nsp_labels"][j])
         return item
 
+
+
+def __getattr__(name: str):
+    """`PreparedDataset` is built on first use (PEP 562) so that writing data (`bertwwm prepare` and its
+    worker processes) never imports torch, which alone costs about 200 MB of RSS per process."""
+    if name == "PreparedDataset":
+        import torch.utils.data
+
+        cls = type("PreparedDataset", (_PreparedDatasetBody, torch.utils.data.Dataset),
+                   {"__module__": __name__, "__qualname__": "PreparedDataset",
+                    "__doc__": _PreparedDatasetBody.__doc__})
+        globals()["PreparedDataset"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

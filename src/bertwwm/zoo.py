@@ -148,7 +148,7 @@ def detect_format(path: str | Path) -> str:
     pytorch_model.bin or a config that needs fixing) or "zip". UserError when it is none of these."""
     path = Path(path)
     if path.is_file():
-        if zipfile.is_zipfile(path):
+        if _is_zip(path):
             return "zip"
         if _tf_prefix_of(path) is not None:
             return "tf"
@@ -159,13 +159,13 @@ def detect_format(path: str | Path) -> str:
         raise UserError("not a model: expected a folder, a .zip, a TF checkpoint or a pytorch_model.bin", path)
     if not path.is_dir():
         raise UserError("no such file or folder", path)
-    if find_tf_prefix(path) is not None:
-        return "tf"
     config = path / "config.json"
     if (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file():
         if not config.is_file():
             raise UserError("model folder has weights but no config.json", path)
         return "legacy" if _config_needs_fixing(config) else "hf"
+    if find_tf_prefix(path) is not None:
+        return "tf"
     if (path / "pytorch_model.bin").is_file():
         from bertwwm.convert.legacy import needs_renaming, read_state_dict_keys
 
@@ -244,14 +244,12 @@ def load_bert_config(ref: str):
     RoBERTa-wwm checkpoints are BERT models: a config saying model_type "roberta" is read as BERT with a
     warning that explains why. Zoo names need no download (their configs are known).
     """
-    from transformers import BertConfig
-
     entry = zoo_model(ref)
     path = Path(str(ref)).expanduser()
     if entry is not None and not path.exists():
         return entry.bert_config()
-    if path.is_file() and zipfile.is_zipfile(path):
-        return load_bert_config(resolve_model(ref))
+    if _is_zip(path):
+        return _config_in_zip(path)
     if path.exists() or Path(str(path) + ".index").is_file():
         if not path.exists():
             prefix = path
@@ -298,6 +296,35 @@ def config_from_dict(config: dict, where: str | Path):
     if model_type == "roberta" and config.get("pad_token_id") == 1:
         config["pad_token_id"] = 0
     return BertConfig.from_dict(config)
+
+
+def _is_zip(path: Path) -> bool:
+    """A downloaded model archive. By suffix, so that .npz/.whl/... (also zip files) are not mistaken for one;
+    a .zip that is not a zip file fails later with a clear error."""
+    return path.is_file() and path.suffix.lower() == ".zip"
+
+
+def _config_in_zip(path: Path):
+    """The config of a zipped model, read without unpacking the weights."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            is_tf = any(n.endswith(".index") for n in names)
+            for wanted in (("bert_config.json",) if is_tf else ("config.json", "bert_config.json")):
+                member = next((n for n in names if Path(n).name == wanted), None)
+                if member is not None:
+                    try:
+                        raw = json.loads(zf.read(member).decode("utf-8"))
+                    except (ValueError, UnicodeDecodeError) as e:
+                        raise UserError(f"cannot read {member} in the zip ({e})", path) from None
+                    if is_tf:
+                        from bertwwm.convert import tf_config_from_dict
+
+                        return tf_config_from_dict(raw, f"{path}:{member}")
+                    return config_from_dict(raw, f"{path}:{member}")
+    except zipfile.BadZipFile as e:
+        raise UserError(f"corrupt zip file ({e})", path) from None
+    raise UserError("no config.json or bert_config.json in the zip", path)
 
 
 def _read_json(path: Path) -> dict:
@@ -364,6 +391,9 @@ def _extract_zip(path: Path, cache_dir: Path) -> Path:
         return out
     try:
         with zipfile.ZipFile(path) as zf:
+            model_files = ("config.json", "bert_config.json", "pytorch_model.bin", "model.safetensors")
+            if not any(Path(n).name in model_files or n.endswith(".index") for n in zf.namelist()):
+                raise UserError("the zip holds no model (no config, checkpoint index or weights)", path)
             bad = zf.testzip()
             if bad is not None:
                 raise UserError(f"zip member {bad!r} is corrupt (CRC mismatch)", path)

@@ -34,8 +34,6 @@ _GOOGLE_CONFIG_KEYS = ("attention_probs_dropout_prob", "hidden_act", "hidden_dro
 
 def read_tf_bert_config(path: str | Path):
     """Google's bert_config.json as a BertConfig whose activation matches Google's code (tanh GELU)."""
-    from transformers import BertConfig
-
     path = Path(path)
     if not path.is_file():
         raise UserError("bert_config.json not found next to the checkpoint", path)
@@ -43,6 +41,15 @@ def read_tf_bert_config(path: str | Path):
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read bert_config.json ({e})", path) from None
+    return tf_config_from_dict(raw, path)
+
+
+def tf_config_from_dict(raw: dict, path: str | Path):
+    """A BertConfig from the dict of a Google bert_config.json (`path` only names it in errors)."""
+    from transformers import BertConfig
+
+    if not isinstance(raw, dict):
+        raise UserError("bert_config.json is not a JSON object", path)
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                            "vocab_size") if k not in raw]
     if missing:
@@ -161,6 +168,8 @@ def tf_to_hf(ckpt: str | Path, out_dir: str | Path, *, do_lower_case: bool | Non
     if not any(k.startswith("cls.") for k in state):  # no pretraining heads: a BertModel folder
         state = {k.removeprefix("bert."): v for k, v in state.items()}
     report.skipped_training_state = [n for n in reader.names() if is_training_state(n)]
+    if config.hidden_act == TANH_GELU:
+        report.notes.append(f"hidden_act: Google's \"gelu\" is the tanh approximation, written as \"{TANH_GELU}\"")
     with atomic_path(out_dir) as tmp:
         write_hf_folder(tmp, config, state)
         tokenizer = write_tokenizer(tmp, vocab_path, config.vocab_size, do_lower_case)
@@ -241,6 +250,9 @@ def hf_to_tf(model: str | Path, out_dir: str | Path) -> ConversionReport:
     tensors, report = state_dict_to_tf(_read_hf_state(folder), config)
     google = {k: getattr(config, k) for k in _GOOGLE_CONFIG_KEYS}
     google["hidden_act"] = _HF_ACT_TO_TF[act]
+    if act == "gelu":
+        report.notes.append("hidden_act: the model uses exact-erf \"gelu\"; Google's code will compute its tanh "
+                            "approximation (outputs differ by ~1e-3 per activation)")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         write_checkpoint(tmp / TF_CHECKPOINT_NAME, tensors)

@@ -50,9 +50,9 @@ def _check_out(out_dir: str, force: bool) -> Path:
 
 def _unzip(path: str) -> str:
     """Zips are unpacked into the cache first (the same place resolve_model would put them)."""
-    import zipfile
+    from bertwwm.zoo import _is_zip
 
-    if Path(path).is_file() and zipfile.is_zipfile(path):
+    if _is_zip(Path(path)):
         from bertwwm.zoo import _extract_zip, _single_model_folder, default_cache_dir
 
         return str(_single_model_folder(_extract_zip(Path(path), default_cache_dir())))

@@ -147,7 +147,7 @@ def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> Conversion
     with atomic_path(out_dir) as tmp:
         write_hf_folder(tmp, config, arrays)
         tokenizer = write_tokenizer(tmp, vocab, config.vocab_size)
-        note = (f"Kept from the original config. HFL's PyTorch files were converted with exact-erf `gelu`; "
+        note = ("Kept from the original config. HFL's PyTorch files were converted with exact-erf `gelu`; "
                 "the TensorFlow originals compute tanh GELU (`gelu_new`), a difference of ~1e-3 per activation.")
         (tmp / "README.md").write_text(
             _readme("BERT converted from a legacy PyTorch checkpoint", weights, config, report, tokenizer, note),

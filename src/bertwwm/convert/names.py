@@ -133,6 +133,7 @@ class ConversionReport:
     ignored: list[str] = field(default_factory=list)  # not part of BertForPreTraining (e.g. a task head)
     renamed: dict[str, str] = field(default_factory=dict)  # legacy loading: old -> new
     missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # anything else the user should know (e.g. activation)
 
     def summary(self) -> str:
         lines = [f"converted {self.converted} tensors"]
@@ -147,6 +148,7 @@ class ConversionReport:
                          + (" ..." if len(self.ignored) > 8 else ""))
         if self.missing:
             lines.append(f"missing {len(self.missing)}: " + ", ".join(self.missing[:8]))
+        lines.extend(self.notes)
         return "\n".join(lines)
 
 

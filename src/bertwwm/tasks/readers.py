@@ -96,8 +96,8 @@ def read_table(path: str | Path, fields: Sequence[str], labels: Sequence[str] | 
         start = 1
         if "text_a" not in columns:
             raise UserError(f"header {rows[0]} has no text column", path, 1)
-    elif not require_label and rows and len(rows[0]) == len(fields) - 1 and fields[-1] == "label":
-        columns = list(fields[:-1])
+    elif not require_label and rows and len(rows[0]) == len(fields) - 1 and "label" in fields:
+        columns = [f for f in fields if f != "label"]  # new data without the label column
     examples: list[TextExample] = []
     for i in range(start, len(rows)):
         row = rows[i]
@@ -229,19 +229,21 @@ def _read_mrc(path: Path, cjrc: bool, require_answers: bool) -> list[MrcExample]
             context_id = str(para.get("id", f"{a_i}-{p_i}"))
             for qa in para["qas"]:
                 qid = str(qa.get("id", "")).strip() if isinstance(qa, dict) else ""
-                where = _line_of(cache, path, f'"{qid}"') if qid else None
+
+                def fail(message: str) -> UserError:  # the line is looked up only when there is an error
+                    return UserError(message, path, _line_of(cache, path, f'"{qid}"') if qid else None)
+
                 if not qid or not isinstance(qa.get("question"), str):
-                    raise UserError(f"a question in data[{a_i}].paragraphs[{p_i}] lacks an id or question text",
-                                    path, where)
+                    raise fail(f"a question in data[{a_i}].paragraphs[{p_i}] lacks an id or question text")
                 if qid in seen:
-                    raise UserError(f"duplicate question id {qid!r}", path, where)
+                    raise fail(f"duplicate question id {qid!r}")
                 seen.add(qid)
                 raw = qa.get("answers", [])
                 if not isinstance(raw, list) or any(not isinstance(a, dict) or not isinstance(a.get("text"), str)
                                                    for a in raw):
-                    raise UserError(f"question {qid}: answers must be a list of {{text, answer_start}}", path, where)
+                    raise fail(f"question {qid}: answers must be a list of {{text, answer_start}}")
                 if require_answers and not raw and not cjrc:
-                    raise UserError(f"question {qid} has no answers", path, where)
+                    raise fail(f"question {qid} has no answers")
                 answers: list[Answer] = []
                 kind = SPAN
                 if cjrc:
@@ -255,7 +257,7 @@ def _read_mrc(path: Path, cjrc: bool, require_answers: bool) -> list[MrcExample]
                     try:
                         start = int(a.get("answer_start", -1))
                     except (TypeError, ValueError):
-                        raise UserError(f"question {qid}: answer_start must be an integer", path, where) from None
+                        raise fail(f"question {qid}: answer_start must be an integer") from None
                     answers.append(Answer(text, _fix_start(context, text, start)))
                 examples.append(MrcExample(qid=qid, question=qa["question"], context=context,
                                            context_id=context_id, answers=answers, kind=kind, domain=domain,
