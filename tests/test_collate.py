@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import pickle
 
@@ -155,6 +154,8 @@ def test_static_items_pass_through(items):
     assert "next_sentence_label" not in out
     with pytest.raises(ValueError, match="mixes"):
         WholeWordMaskCollator()(batch[:1] + [items[0]])
+    with pytest.raises(ValueError, match="word_starts"):
+        WholeWordMaskCollator()([{"input_ids": items[0]["input_ids"]}])
 
 
 class ListDataset(torch.utils.data.Dataset):

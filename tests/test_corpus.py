@@ -94,11 +94,14 @@ def test_jsonl_reads_text_and_reports_bad_lines(tmp_path):
     assert e.value.line == 2
 
 
-def test_jsonl_content_in_a_txt_file_is_refused(tmp_path):
-    p = tmp_path / "data.txt"
-    p.write_text('{"text": "你好"}\n\n{"text": "再见"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match="rename it to"):
-        _docs([p])
+def test_jsonl_is_recognised_by_content_as_wikiextractor_json_writes_it(tmp_path):
+    p = tmp_path / "wiki_00"
+    p.write_text('{"id": "1", "url": "u", "title": "甲", "text": "甲\\n\\n正文。"}\n{"id": "2", "text": "乙文。"}\n',
+                 encoding="utf-8")
+    assert [d.text for d in _docs([p])[0]] == ["甲\n\n正文。", "乙文。"]
+    plain = tmp_path / "braces.txt"  # a plain text line that merely starts with a brace stays text
+    plain.write_text("{注意} 这不是 JSON。\n\n第二篇。\n", encoding="utf-8")
+    assert [d.text for d in _docs([plain])[0]] == ["{注意} 这不是 JSON。", "第二篇。"]
 
 
 def test_invalid_utf8_nul_and_empty_documents_are_skipped_and_counted(tmp_path):

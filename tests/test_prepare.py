@@ -186,7 +186,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_killed_run_resumes_to_identical_checksums(slices, tmp_path):
-    opts = ["--segmenter", "rjieba", "--dupe-factor", "2", "--shard-chars", "8000", "--seed", "3", "--quiet"]
+    opts = ["--segmenter", "rjieba", "--dupe-factor", "2", "--shard-chars", "1000", "--seed", "3", "--quiet"]
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen(_cli(str(slices["laws"]), "--out", str(out), *opts), env=env,
@@ -206,7 +206,7 @@ def test_killed_run_resumes_to_identical_checksums(slices, tmp_path):
     result = subprocess.run(_cli(str(slices["laws"]), "--out", str(out), *opts), env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    fresh = prepare(slices["laws"], tmp_path / "fresh", segmenter="rjieba", dupe_factor=2, shard_chars=8000,
+    fresh = prepare(slices["laws"], tmp_path / "fresh", segmenter="rjieba", dupe_factor=2, shard_chars=1000,
                     seed=3, workers=2, progress=False)
     assert len(fresh["shards"]) > done_before
     assert _checksums(out) == _checksums(tmp_path / "fresh")
@@ -245,10 +245,37 @@ def test_malformed_input_exits_2_with_file_and_line(tmp_path, capsys, name, cont
 
 def test_cli_prints_a_summary(slices, tmp_path, capsys):
     assert main(["prepare", str(slices["wiki"]), "--out", str(tmp_path / "o"), "--segmenter", "rjieba",
-                 "--dupe-factor", "2", "--max-seq-length", "64", "--max-predictions", "5", "--quiet"]) == 0
-    out = capsys.readouterr().out
+                 "--dupe-factor", "2", "--max-seq-length", "64", "--max-predictions", "5"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "100%" in captured.err and "tokens/s" in captured.err  # the progress bar
     m = json.loads((tmp_path / "o" / "manifest.json").read_text(encoding="utf-8"))
     assert f"prepared {m['counts']['instances']:,} instances" in out
     assert m["config"]["max_predictions"] == 5 and m["max_seq_length"] == 64
     ds = PreparedDataset(tmp_path / "o")
     assert max(int((ds[i]["labels"] != -100).sum()) for i in range(0, len(ds), 7)) <= 5
+
+
+def test_user_dictionary_and_doc_per_line_reach_the_word_starts(tmp_path):
+    src = tmp_path / "lines.txt"
+    src.write_text("我们使用语言模型来预测下一个词。\n他们也用语言模型来预测句子。\n\n第三篇文档在这里。\n", encoding="utf-8")
+    udict = tmp_path / "dict.txt"
+    udict.write_text("模型来预 100000\n", encoding="utf-8")
+    target = chinese_tokenizer().convert_tokens_to_ids(list("模型来预"))
+
+    def starts_of_target(folder: Path) -> list[list[int]]:
+        ds = PreparedDataset(folder)
+        found = []
+        for i in range(len(ds)):
+            ids, starts = ds[i]["input_ids"].tolist(), ds[i]["word_starts"].astype(int).tolist()
+            found += [starts[k:k + 4] for k in range(len(ids) - 3) if ids[k:k + 4] == target]
+        return found
+
+    m = prepare(src, tmp_path / "plain", segmenter="rjieba", dynamic=True, nsp=False, doc_per_line=True,
+                progress=False)
+    assert m["counts"]["documents"] == 3 and m["config"]["doc_per_line"]
+    assert starts_of_target(tmp_path / "plain") == [[1, 0, 1, 1]] * 2  # 模型 / 来 / 预测
+    m = prepare(src, tmp_path / "dict", segmenter="rjieba", user_dict=udict, dynamic=True, nsp=False,
+                progress=False)
+    assert m["counts"]["documents"] == 2 and m["config"]["user_dict_sha256"]
+    assert starts_of_target(tmp_path / "dict") == [[1, 0, 0, 0]] * 2  # the user's word 模型来预

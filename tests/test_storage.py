@@ -128,3 +128,18 @@ def test_read_manifest_errors_name_the_file(tmp_path):
             read_manifest(folder)
     (folder / "manifest.json").write_text(json.dumps(m | {"complete": False}), encoding="utf-8")
     assert read_manifest(folder, require_complete=False)["complete"] is False
+
+
+def test_dynamic_items_get_whole_word_masks_from_the_collator(tmp_path):
+    ds = PreparedDataset(_folder(tmp_path, static=False, nsp=False))
+    collate = WholeWordMaskCollator(seed=0)
+    seen_partial = False
+    for _ in range(50):
+        batch = collate([ds[0], ds[1]])
+        chosen = batch["labels"][0] != -100
+        assert chosen.any()
+        # 北京 (positions 3-4) and 天安门 (6-8) are words: masked together or not at all
+        for group in ([3, 4], [6, 7, 8]):
+            seen_partial |= bool(chosen[group].any() and not chosen[group].all())
+        assert batch["labels"][0][chosen].tolist() == [ds[0]["input_ids"][i] for i in np.flatnonzero(chosen)]
+    assert not seen_partial

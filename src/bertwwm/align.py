@@ -215,9 +215,9 @@ class WordAligner:
         if n > 1:
             same_word = (w_last[:-1] == w_first[1:]) & covered[:-1] & covered[1:]
             same_word &= ~is_unk[:-1] & ~is_unk[1:]
-            joined = continuation[ids[1:]] | same_word
-            joined &= text_of_token[1:] == text_of_token[:-1]
-            starts[1:] = ~joined
+            attached = continuation[ids[1:]] | same_word
+            attached &= text_of_token[1:] == text_of_token[:-1]
+            starts[1:] = ~attached
 
         # Fallbacks: maximal runs of uncovered tokens, per text.
         uncovered = ~covered

@@ -77,6 +77,9 @@ class WholeWordMaskCollator:
             masked = ids
             labels_flat = np.concatenate([np.asarray(item["labels"]) for item in batch]).astype(np.int64)
         else:
+            if any("word_starts" not in item for item in batch):
+                raise ValueError("dynamic masking needs 'word_starts' in every item "
+                                 "(bertwwm prepare --dynamic stores them)")
             word_starts = np.concatenate([np.asarray(item["word_starts"]) for item in batch]).astype(bool)
             masked, chosen = mask_batch(ids, word_starts, lengths, self.cfg, self._generator(), self.vocab)
             labels_flat = np.where(chosen, ids, IGNORE_INDEX)

@@ -3,8 +3,8 @@
 Formats (chosen per file):
 - plain text (``text``): documents separated by blank lines, each line a paragraph or sentence — the layout of
   Google's create_pretraining_data.py input. With ``doc_per_line=True`` every non-blank line is a document.
-- JSONL (files named ``*.jsonl`` / ``*.ndjson``, optionally ``.gz``): one JSON object per line with a ``text``
-  field.
+- JSONL (files named ``*.jsonl`` / ``*.ndjson``, optionally ``.gz``, or any file whose first line is a JSON
+  object with a ``text`` field, such as WikiExtractor's ``--json`` output): one JSON object per line.
 - WikiExtractor output (a file whose first non-blank line starts with ``<doc ``): ``<doc ...>`` title line,
   paragraphs, ``</doc>``. The title line is dropped.
 - directories: every non-hidden file below them, sorted by path, recursively.
@@ -88,15 +88,20 @@ def list_input_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def file_format(path: Path, head: bytes) -> str:
-    """'jsonl' by file name, 'wikiextractor' when the first non-blank line opens a <doc>, else 'text'."""
+    """'jsonl' by file name or first line, 'wikiextractor' when the first non-blank line opens a <doc>,
+    else 'text'."""
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
-    first = next((ln.strip() for ln in head.split(b"\n") if ln.strip()), b"")
+    lines = head.split(b"\n")
+    first = next((ln.strip() for ln in lines if ln.strip()), b"")
     if first.startswith(b"<doc ") or first == b"<doc>":
         return "wikiextractor"
+    # WikiExtractor --json writes JSONL into files named wiki_00: recognise it by content
+    if first.startswith(b"{") and len(lines) > 1 and _looks_like_jsonl(first):
+        return "jsonl"
     return "text"
 
 
@@ -217,11 +222,6 @@ def _text_documents(path, stream, raw, doc_per_line, counts, start_bytes) -> Ite
             continue
         good_lines += 1
         text = text.strip()
-        if good_lines == 1 and text.startswith("{") and _looks_like_jsonl(text):
-            raise UserError(
-                "this looks like JSONL (a JSON object with a \"text\" field) but the file name does not end in "
-                ".jsonl; rename it to *.jsonl to read the text field, or it would be read as plain text",
-                path, lineno)
         if doc_per_line:
             yield Document(text, str(path), lineno)
             if lineno % 4096 == 0:
@@ -256,9 +256,9 @@ def _no_blank_line_error(path, lineno) -> UserError:
         path, lineno)
 
 
-def _looks_like_jsonl(text: str) -> bool:
+def _looks_like_jsonl(line: bytes) -> bool:
     try:
-        obj = json.loads(text)
+        obj = json.loads(line)
     except ValueError:
         return False
     return isinstance(obj, dict) and "text" in obj

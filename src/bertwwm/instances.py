@@ -34,8 +34,8 @@ from bertwwm.tokens import CLS_ID, SEP_ID
 
 # Sentence ends: Chinese and ASCII ! ? and 。, runs of them (？！), closing quotes/brackets after them, an
 # ASCII full stop followed by whitespace, and line breaks.
-_SENTENCE = re.compile(
-    r"(?:[^。！？!?.\n]|\.(?!\s))*(?:(?:[。！？!?]+|\.(?=\s))[”’\"'」』）)\]]*)?")
+_SENTENCE = re.compile(  # (written as an unrolled loop: twice as fast as an alternation per character)
+    r"[^。！？!?.\n]*(?:\.(?!\s)[^。！？!?.\n]*)*(?:(?:[。！？!?]+|\.(?=\s))[”’\"'」』）)\]]*)?")
 
 
 def split_sentences(text: str) -> list[str]:

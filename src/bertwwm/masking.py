@@ -125,44 +125,52 @@ def _select_words_greedy(word_len: np.ndarray, word_row: np.ndarray, budgets: np
 
 def _select_ngrams(word_first: np.ndarray, word_len: np.ndarray, word_row: np.ndarray, budgets: np.ndarray,
                    cfg: MaskingConfig, rng: np.random.Generator) -> np.ndarray:
-    """Whole-word n-grams as ALBERT's create_pretraining_data draws them; a Python loop per row (ngram is
-    an ablation policy, not the default)."""
-    chosen = np.zeros(len(word_len), dtype=bool)
-    pvals = 1.0 / np.arange(1, cfg.max_ngram + 1)
-    row_bounds = np.searchsorted(word_row, np.arange(len(budgets) + 1))
-    for r in range(len(budgets)):
-        a, b = int(row_bounds[r]), int(row_bounds[r + 1])
+    """Whole-word n-grams as ALBERT's create_pretraining_data draws them (visit start words in random order,
+    draw n with p(n) proportional to 1/n, shorten an n-gram that overflows the budget, skip one that overlaps a
+    chosen word). The overlap rule makes each row sequential: a Python loop per row over its visited words,
+    everything else vectorised."""
+    n_words = len(word_len)
+    chosen = np.zeros(n_words, dtype=bool)
+    if n_words == 0:
+        return chosen
+    # Longest n-gram starting at each word: n-grams only join words that touch, in one row (never across a
+    # [SEP] or a non-candidate word).
+    touch = np.zeros(n_words, dtype=bool)
+    touch[:-1] = (word_first[:-1] + word_len[:-1] == word_first[1:]) & (word_row[:-1] == word_row[1:])
+    longest = np.ones(n_words, dtype=np.int64)
+    reach = np.ones(n_words, dtype=bool)
+    for k in range(1, cfg.max_ngram):
+        reach = reach & np.concatenate((touch[k - 1:], np.zeros(k - 1, dtype=bool)))[:n_words]
+        longest += reach
+    weights = 1.0 / np.arange(1, cfg.max_ngram + 1)
+    cdfs = [None] + [(np.cumsum(weights[:k]) / weights[:k].sum()).tolist() for k in range(1, cfg.max_ngram + 1)]
+
+    row_bounds = np.searchsorted(word_row, np.arange(len(budgets) + 1)).tolist()
+    lens_all, longest_all = word_len.tolist(), longest.tolist()
+    for r, limit in enumerate(budgets.tolist()):
+        a, b = row_bounds[r], row_bounds[r + 1]
         if a == b:
             continue
-        firsts = word_first[a:b].tolist()
-        lens = word_len[a:b].tolist()
-        m = b - a
-        # n-grams only join words that touch (never across a [SEP] or a non-candidate word).
-        max_n = [1] * m
-        for i in range(m):
-            n = 1
-            while n < cfg.max_ngram and i + n < m and firsts[i + n - 1] + lens[i + n - 1] == firsts[i + n]:
-                n += 1
-            max_n[i] = n
-        limit = int(budgets[r])
+        lens, longest_here = lens_all[a:b], longest_all[a:b]
+        taken = [False] * (b - a)
         used = 0
-        taken = [False] * m
-        for i in rng.permutation(m).tolist():
+        draws = rng.random(b - a).tolist()
+        for i, u in zip(rng.permutation(b - a).tolist(), draws):
             if used >= limit:
                 break
             if taken[i]:
                 continue
-            cdf = np.cumsum(pvals[: max_n[i]])
-            n = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")) + 1
-            n = min(n, max_n[i])
+            cdf = cdfs[longest_here[i]]
+            n = 1
+            while u >= cdf[n - 1] and n < len(cdf):
+                n += 1
             size = sum(lens[i:i + n])
             while n > 1 and used + size > limit:
                 n -= 1
                 size -= lens[i + n]
             if used + size > limit or any(taken[i:i + n]):
                 continue
-            for j in range(i, i + n):
-                taken[j] = True
+            taken[i:i + n] = [True] * n
             used += size
         chosen[a:b] = taken
     return chosen

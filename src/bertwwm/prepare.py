@@ -34,8 +34,7 @@ from bertwwm import __version__
 from bertwwm.corpus import CorpusCounts, Document, list_input_files, read_documents
 from bertwwm.errors import UserError
 from bertwwm.instances import Pieces, TokenizedDocs, assemble, bert_pairs, packed_sequences, split_sentences
-from bertwwm.storage import (FORMAT_VERSION, MANIFEST, read_manifest, read_shard_entry, shard_name,
-                             write_manifest, write_shard)
+from bertwwm.storage import FORMAT_VERSION, MANIFEST, read_shard_entry, write_manifest, write_shard
 
 DEFAULT_SEED = 12345  # Google's create_pretraining_data.py default random_seed
 DEFAULT_DUPE_FACTOR = 10  # Google's default dupe_factor
@@ -271,6 +270,8 @@ def _part_manifest_name(config: dict, shard_index: int) -> str:
 
 def _check_existing(out: Path, config: dict) -> None:
     """Refuse to mix two different jobs in one folder; allow resuming (or joining) the same job."""
+    if out.exists() and not out.is_dir():
+        raise UserError("--out exists and is not a folder", out)
     existing = sorted(out.glob("manifest*.json"))
     if not existing and out.exists() and any(out.iterdir()):
         if not any(p.name.startswith(("shard-", ".shard-")) for p in out.iterdir()):
@@ -406,6 +407,10 @@ def prepare(
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
 
+    if counts.documents == 0:
+        skipped = ", ".join(f"{k} {v}" for k, v in counts.as_dict().items() if k.startswith("skipped_") and v)
+        raise UserError("the input holds no text to prepare" + (f" ({skipped})" if skipped else ""),
+                        files[0] if len(files) == 1 else None)
     shards = [entries[k] for k in sorted(entries)]
     part = _manifest(config, shards, counts.as_dict(), complete=True) | {"shard_index": shard_index}
     if num_shards == 1:
@@ -468,31 +473,31 @@ def _merge_parts(out: Path, config: dict) -> dict | None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="text files (.txt, .gz, .jsonl, WikiExtractor output) or folders of them")
-    p.add_argument("--out", required=True, help="output folder (resumable: rerun the same command to continue)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumable: rerun the same command to continue)")
     p.add_argument("--doc-per-line", action="store_true",
                    help="plain text has one document per line (default: a blank line between documents)")
-    p.add_argument("--segmenter", default="jieba", help="jieba (default), rjieba (fast), presegmented, ltp, pkuseg")
-    p.add_argument("--user-dict", help="jieba-format user dictionary for the segmenter")
+    p.add_argument("--segmenter", default="jieba", metavar="NAME", help="jieba (default), rjieba (fast), presegmented, ltp, pkuseg")
+    p.add_argument("--user-dict", metavar="FILE", help="jieba-format user dictionary for the segmenter")
     p.add_argument("--masking", choices=_MASKINGS, default="wwm",
                    help="wwm: whole words (default); char: single tokens (original Chinese BERT); ngram: word n-grams")
-    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per instance incl. [CLS]/[SEP] (128)")
-    p.add_argument("--max-predictions", type=int,
+    p.add_argument("--max-seq-length", type=int, metavar="L", default=128, help="tokens per instance incl. [CLS]/[SEP] (128)")
+    p.add_argument("--max-predictions", type=int, metavar="N",
                    help="masked tokens per instance at most (default 20 at 128, 80 at 512, else 15%% of the length)")
     p.add_argument("--nsp", action=argparse.BooleanOptionalAction, default=True,
                    help="BERT segment pairs with next-sentence labels (default), or --no-nsp for RoBERTa-style "
                         "full-sentence packing")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--dupe-factor", type=int,
+    g.add_argument("--dupe-factor", type=int, metavar="N",
                    help=f"static masking: write N differently masked copies (default {DEFAULT_DUPE_FACTOR})")
     g.add_argument("--dynamic", action="store_true",
                    help="store ids and word starts only; masks are drawn per batch by the collator")
-    p.add_argument("--short-seq-prob", type=float, default=0.1, help="share of shorter pairs (NSP only; 0.1)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (the output does not depend on it)")
-    p.add_argument("--num-shards", type=int, default=1, help="split the job across this many machines")
-    p.add_argument("--shard-index", type=int, default=0, help="which part this machine builds (0-based)")
-    p.add_argument("--shard-chars", type=int, default=DEFAULT_SHARD_CHARS,
+    p.add_argument("--short-seq-prob", type=float, metavar="P", default=0.1, help="share of shorter pairs (NSP only; 0.1)")
+    p.add_argument("--workers", type=int, metavar="N", default=1, help="worker processes (the output does not depend on it)")
+    p.add_argument("--num-shards", type=int, metavar="N", default=1, help="split the job across this many machines")
+    p.add_argument("--shard-index", type=int, metavar="I", default=0, help="which part this machine builds (0-based)")
+    p.add_argument("--shard-chars", type=int, metavar="N", default=DEFAULT_SHARD_CHARS,
                    help=f"input characters per output shard (default {DEFAULT_SHARD_CHARS:,})")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

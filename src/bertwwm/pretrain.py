@@ -775,6 +775,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
                 out.loss.backward()
             stats += [float(out.mlm_loss_sum), float(out.mlm_correct), out.mlm_count,
                       float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count]
+        stats = np.asarray(_all_reduce(stats.tolist(), d))  # every rank sees the same sums (and NaNs)
         if not (math.isfinite(stats[0]) and math.isfinite(stats[3])):
             raise UserError(f"loss became NaN/inf at step {step + 1}; lower --lr or enable --clip-grad")
         if cfg.clip_grad:
@@ -785,7 +786,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        window[:6] += _all_reduce(stats.tolist(), d)
+        window[:6] += stats
         window[6] += global_tokens
         if step % cfg.log_every == 0 or step == total:
             now = time.perf_counter()
