@@ -112,6 +112,7 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=None, help="dev examples per task (default: 1000 GPU, 256 CPU)")
     ap.add_argument("--cmrc-length", type=int, default=None, help="CMRC window length (default 512 GPU, 256 CPU)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per side; the best counts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -134,8 +135,14 @@ def main() -> int:
             settings = default_settings(task, model_dir, max_seq_length=length, batch_size=32, epochs=1)
             train = Encoded(task, task.read(DATA / train_file)[:n_train], tok, settings)
             dev = Encoded(task, task.read(DATA / dev_file)[:n_eval], tok, settings)
-            ours = ours_side(model_dir, task, train, dev, settings, device)
-            base = trainer_side(model_dir, task, train, dev, settings, device, Path(tmp) / f"trainer-{name}")
+            # Interleaved repeats, best of each: other load on the machine hits both sides alike.
+            runs_ours, runs_base = [], []
+            for _ in range(args.repeats):
+                runs_ours.append(ours_side(model_dir, task, train, dev, settings, device))
+                runs_base.append(trainer_side(model_dir, task, train, dev, settings, device,
+                                              Path(tmp) / f"trainer-{name}"))
+            ours = [max(r[i] for r in runs_ours) for i in range(2)]
+            base = [max(r[i] for r in runs_base) for i in range(2)]
             for i, phase in enumerate(("train", "eval")):
                 unit = "windows/s" if task.is_mrc and phase == "train" else "examples/s"
                 cases[f"{name}_{phase}"] = {"ours": round(ours[i], 2), "baseline": round(base[i], 2),
@@ -143,6 +150,7 @@ def main() -> int:
                 print(f"{name:13s} {phase:5s} ours {ours[i]:9.1f} {unit}  Trainer {base[i]:9.1f}  "
                       f"ratio {ours[i] / base[i]:.2f}", file=sys.stderr)
     print(json.dumps({"device": str(device), "train_examples": n_train, "eval_examples": n_eval,
+                      "repeats": args.repeats, "threads": args.threads,
                       "model": "bert 4 layers, hidden 256", "cases": cases}))
     return 0
 

@@ -184,3 +184,21 @@ def test_missing_input_and_corrupt_gzip(tmp_path):
     with pytest.raises(UserError) as e:
         _docs([broken])
     assert e.value.path == str(broken)
+    damaged = tmp_path / "flipped.txt.gz"  # corrupt deflate data raises zlib.error, not OSError
+    flipped = bytearray(whole)
+    for k in range(200, 260):
+        flipped[k] ^= 0x5A
+    damaged.write_bytes(bytes(flipped))
+    with pytest.raises(UserError, match="cannot read") as e:
+        _docs([damaged])
+    assert e.value.path == str(damaged)
+
+
+def test_reading_streams_instead_of_loading_the_file(shared_data):
+    path = shared_data / "corpus" / "prc-laws.txt.gz"
+    counts = CorpusCounts()
+    docs = read_documents([path], counts=counts)
+    for _ in range(3):
+        next(docs)
+    assert 0 < counts.input_bytes < path.stat().st_size // 4  # only a small part of the file has been read
+    docs.close()

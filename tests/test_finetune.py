@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,83 @@ def test_cli_errors_exit_2(tmp_path, capsys, tiny):
     assert cli.main(["finetune", "xnli", "--model", tiny, "--out", str(tmp_path / "x"),
                      "--train", str(tmp_path / "missing.tsv")]) == 2
     assert "train file not found" in capsys.readouterr().err
+
+
+def test_long_texts_as_windows_with_averaged_logits(tiny):
+    from bertwwm.tasks.heads import load_pretrained
+    from bertwwm.tasks.readers import TextExample
+
+    task = get_task("thucnews")
+    examples = [TextExample("a", "体育新闻" * 75, label="sports"), TextExample("b", "股票", label="stocks")]
+    settings = ft.default_settings(task, tiny, max_seq_length=64, doc_stride=32, long_text="window")
+    model, tok = load_pretrained(task, tiny)
+    data = ft.Encoded(task, examples, tok, settings)
+    # 300 tokens, windows of 62 content tokens starting 0, 32, ..., 256 -> 9 windows, then 1 for the short text
+    assert data.example_index.tolist() == [0] * 9 + [1]
+    assert all(len(x) <= 64 for x in data.input_ids) and data.labels["labels"].tolist() == [7] * 9 + [2]
+    content = [x[1:-1] for x in data.input_ids[:9]]
+    rebuilt = np.concatenate([content[i][:32] for i in range(8)] + [content[8]])
+    assert rebuilt.tolist() == tok("体育新闻" * 75, add_special_tokens=False)["input_ids"]
+    logits = np.stack(ft.run_model(model, data, 4, torch.device("cpu"))["logits"])
+    preds = ft.predict_examples(task, model, data, settings, 4, torch.device("cpu"))
+    assert preds == [task.labels[int(logits[:9].mean(0).argmax())], task.labels[int(logits[9].argmax())]]
+    truncated = ft.Encoded(task, examples, tok, ft.default_settings(task, tiny, max_seq_length=64))
+    assert len(truncated) == 2 and len(truncated.input_ids[0]) == 64
+
+
+def test_roberta_wwm_style_checkpoint_loads_with_bert_classes(tiny, tmp_path, monkeypatch):
+    """A checkpoint whose config says "roberta" and whose weights carry "roberta." prefixes (a RoBERTa-wwm
+    model saved through the wrong class) still loads as BERT with its weights intact; a checkpoint missing
+    encoder weights is refused instead of silently fine-tuning random weights."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from bertwwm import zoo
+    from bertwwm.tasks.heads import load_pretrained
+
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))  # the converted copy goes here, not to ~/.cache
+    weights = load_file(str(Path(tiny) / "model.safetensors"))
+    key = next(k for k in weights if "word_embeddings" in k)
+    folder = tmp_path / "roberta-wwm-like"
+    shutil.copytree(tiny, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update({"model_type": "roberta", "architectures": ["RobertaModel"]})
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"roberta." + k.removeprefix("bert."): v for k, v in weights.items()}, str(folder / "model.safetensors"))
+    model, tok = load_pretrained(get_task("xnli"), str(folder))
+    assert type(model).__name__ == "BertForSequenceClassification" and len(tok) == 21128
+    assert torch.equal(model.state_dict()["bert." + key.removeprefix("bert.")], weights[key])
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    save_file({k: v for k, v in weights.items() if "layer.0.attention" not in k}, str(broken / "model.safetensors"))
+    with pytest.raises(UserError, match="encoder weights are missing"):
+        load_pretrained(get_task("xnli"), str(broken))
+
+
+def test_thucnews_split_keeps_its_format(tmp_path, shared_data):
+    task = get_task("thucnews")
+    s = ft.resolve_files(task, ft.default_settings(task, "m", train=str(shared_data / "tasks/thucnews/dev.txt")),
+                         None, tmp_path)
+    assert s.train.endswith("train.txt") and (tmp_path / "data/class.txt").is_file()
+    train, dev = task.read(s.train), task.read(s.dev)
+    assert len(train) + len(dev) == 10000
+    original = Counter((e.text_a, e.label) for e in task.read(shared_data / "tasks/thucnews/dev.txt"))
+    assert Counter((e.text_a, e.label) for e in train + dev) == original
+
+
+def test_cli_runs_and_prints_the_summary(tiny, tmp_path, shared_data, capsys):
+    argv = ["finetune", "chnsenticorp", "--model", tiny, "--out", str(tmp_path / "run"), "--seeds", "2",
+            "--data-dir", str(shared_data / "tasks"), "--max-train-examples", "32", "--max-eval-examples", "16",
+            "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32", "--no-progress", "--no-save-model"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    seeds = [json.loads(x) for x in lines[:-1]]
+    summary = json.loads(lines[-1])
+    assert [s["seed"] for s in seeds] == [1, 2] and summary["seeds"] == 2
+    assert summary["dev"]["accuracy"]["values"] == [s["dev"]["accuracy"] for s in seeds]
+    assert not (tmp_path / "run/best-model").exists()
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert run["learning_rate"] == 2e-5 and run["warmup_proportion"] == 0.1 and run["max_seq_length"] == 32
+    assert (tmp_path / "run/seed-2/tensorboard").is_dir()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertwwm.cli import main
-from bertwwm.inspect_data import decode_item, inspect, join_tokens, render
+from bertwwm.inspect_data import decode_item, inspect, inspect_dataset, join_tokens, render
 from bertwwm.prepare import prepare
 from bertwwm.storage import PreparedDataset
 from bertwwm.tokens import chinese_tokenizer
@@ -76,6 +76,7 @@ def test_summary_and_render(prepared):
     text = render(info, decoded)
     assert f"{info['counts']['instances']:,} instances" in text
     assert "A: " in text and "B: " in text and "NSP:" in text and "【" in text
+    assert inspect_dataset(prepared / "static", n=2, start=1) == text
 
 
 def test_cli_text_and_json(prepared, capsys):

@@ -55,17 +55,23 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_recipes_reproduce_the_report_table():
-    assert {"bert-wwm", "bert-wwm-ext", "roberta-wwm-ext", "roberta-wwm-ext-large", "tiny-cpu"} <= set(recipe_names())
+    names = {"bert-wwm", "bert-wwm-ext", "roberta-wwm-ext", "roberta-wwm-ext-large", "tiny-cpu"}
+    assert names <= set(recipe_names())
     cfgs = {n: config_from_recipe(*load_recipe(n)) for n in recipe_names()}
+
+    def shape(c):
+        return [(p.max_seq_length, p.batch_size, p.steps) for p in c.phases]
+
+    google = "google-bert/bert-base-chinese"
     wwm, ext = cfgs["bert-wwm"], cfgs["bert-wwm-ext"]
-    assert [(p.max_seq_length, p.batch_size, p.steps) for p in wwm.phases] == [(128, 2560, 100_000), (512, 384, 100_000)]
-    assert [(p.max_seq_length, p.batch_size, p.steps) for p in ext.phases] == [(128, 2560, 1_000_000), (512, 384, 400_000)]
+    assert shape(wwm) == [(128, 2560, 100_000), (512, 384, 100_000)]
+    assert shape(ext) == [(128, 2560, 1_000_000), (512, 384, 400_000)]
     for c in (wwm, ext):
-        assert (c.optimizer, c.lr, c.nsp, c.init) == ("lamb", 1e-4, True, "google-bert/bert-base-chinese")
+        assert (c.optimizer, c.lr, c.nsp, c.init) == ("lamb", 1e-4, True, google)
     rob, large = cfgs["roberta-wwm-ext"], cfgs["roberta-wwm-ext-large"]
-    assert [(p.max_seq_length, p.batch_size, p.steps) for p in rob.phases] == [(512, 384, 1_000_000)]
-    assert (rob.optimizer, rob.nsp, rob.data_masking, rob.init) == ("adamw", False, "static", "google-bert/bert-base-chinese")
-    assert [(p.max_seq_length, p.batch_size, p.steps) for p in large.phases] == [(512, 512, 2_000_000)]
+    assert shape(rob) == [(512, 384, 1_000_000)]
+    assert (rob.optimizer, rob.nsp, rob.data_masking, rob.init) == ("adamw", False, "static", google)
+    assert shape(large) == [(512, 512, 2_000_000)]
     assert (large.optimizer, large.nsp, large.init, large.preset) == ("adamw", False, "random", "large")
 
 
@@ -186,24 +192,31 @@ def test_bad_config_and_missing_data_exit_2(prepared, tmp_path, capsys, args, me
 
 
 def test_more_clear_errors(prepared, tmp_path, capsys):
+    def pretrain_exit(recipe, data):
+        return main(["pretrain", "--recipe", str(recipe), "--data", str(data), "--out", str(tmp_path / "r")])
+
     bad = tmp_path / "bad.toml"
     bad.write_text("[optim]\nlearning_rate = 1e-4\n", encoding="utf-8")
-    assert main(["pretrain", "--recipe", str(bad), "--data", str(prepared["dynamic"]), "--out", str(tmp_path / "r")]) == 2
+    assert pretrain_exit(bad, prepared["dynamic"]) == 2
     assert "unknown key optim.learning_rate" in capsys.readouterr().err
     bad.write_text("[optim\n", encoding="utf-8")
-    assert main(["pretrain", "--recipe", str(bad), "--data", str(prepared["dynamic"]), "--out", str(tmp_path / "r")]) == 2
+    assert pretrain_exit(bad, prepared["dynamic"]) == 2
     assert "not valid TOML" in capsys.readouterr().err
     # NSP recipe on data without NSP labels
-    assert main(["pretrain", "--recipe", "tiny-cpu", "--data", str(prepared["static"]), "--out", str(tmp_path / "r")]) == 2
+    assert pretrain_exit("tiny-cpu", prepared["static"]) == 2
     assert "no NSP labels" in capsys.readouterr().err
     # the 512 phase of bert-wwm needs --data-512
-    assert main(["pretrain", "--recipe", "bert-wwm", "--data", str(prepared["dynamic"]), "--out", str(tmp_path / "r")]) == 2
+    assert pretrain_exit("bert-wwm", prepared["dynamic"]) == 2
     assert "--data-512" in capsys.readouterr().err
     # a finished run's checkpoints are not silently overwritten
     (tmp_path / "r" / "checkpoints" / "step-00000005").mkdir(parents=True)
     (tmp_path / "r" / "checkpoints" / "step-00000005" / "trainer_state.pt").write_bytes(b"")
-    assert main(["pretrain", "--recipe", "tiny-cpu", "--data", str(prepared["dynamic"]), "--out", str(tmp_path / "r")]) == 2
+    assert pretrain_exit("tiny-cpu", prepared["dynamic"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # --fsdp outside torchrun
+    assert main(["pretrain", "--recipe", "tiny-cpu", "--data", str(prepared["dynamic"]), "--out",
+                 str(tmp_path / "f"), "--fsdp"]) == 2
+    assert "torchrun" in capsys.readouterr().err
     with pytest.raises(UserError):
         config_from_recipe({"phases": []})
 
@@ -249,3 +262,42 @@ def test_bf16_autocast_and_grad_accum_run(prepared, tmp_path):
     assert all(np.isfinite(r["mlm_loss"]) for r in train)
     assert train[0]["mlm_loss"] == pytest.approx(plain[0]["mlm_loss"], rel=2e-2)  # bf16 is close to fp32
     assert train[-1]["mlm_loss"] < train[0]["mlm_loss"]
+
+
+def test_two_phase_length_schedule_in_one_run(prepared, tmp_path):
+    """A 64-then-128 schedule: phases switch folder, batch and schedule inside one run."""
+    recipe = tmp_path / "two-phase.toml"
+    recipe.write_text("""
+[model]
+init = "random"
+preset = "tiny"
+nsp = true
+[optim]
+name = "lamb"
+lr = 1e-3
+warmup_steps = 2
+[train]
+log_every = 1
+eval_every = 100
+eval_instances = 16
+[[phases]]
+data = "data"
+max_seq_length = 64
+batch_size = 8
+steps = 4
+[[phases]]
+data = "data_512"
+max_seq_length = 128
+batch_size = 4
+steps = 3
+lr = 5e-4
+""", encoding="utf-8")
+    assert main(["pretrain", "--recipe", str(recipe), "--data", str(prepared["dynamic"]), "--data-512",
+                 str(prepared["dynamic"]), "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress"]) == 0
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["phase"] for r in train] == [1, 1, 1, 1, 2, 2, 2]
+    # lr of each step: 2 warm-up steps then linear decay, restarting at each phase's own peak
+    assert [r["lr"] for r in train] == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4, 2.5e-4, 5e-4, 5e-4])
+    assert [(r["step"], r["phase"]) for r in records if r["split"] == "eval"] == [(4, 1), (7, 2)]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()

@@ -103,7 +103,8 @@ def test_json_errors(tmp_path):
         readers.read_squad(p)
     assert e.value.line == 2 and "JSON" in e.value.message
     p = _write(tmp_path, "noans.json",
-               '{"data": [{"paragraphs": [{"context": "abc", "qas": [\n{"id": "q1", "question": "?", "answers": []}]}]}]}')
+               '{"data": [{"paragraphs": [{"context": "abc", "qas": [\n'
+               '{"id": "q1", "question": "?", "answers": []}]}]}]}')
     with pytest.raises(UserError) as e:
         readers.read_squad(p)
     assert "q1" in e.value.message and e.value.line == 2

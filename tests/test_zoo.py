@@ -132,6 +132,7 @@ def test_legacy_folder_is_converted(tmp_path):
     assert zoo.detect_format(folder) == "legacy"
     resolved = zoo.resolve_model(str(folder), cache_dir=tmp_path / "cache")
     assert zoo.detect_format(resolved) == "hf"
+    assert zoo.resolve_model(str(folder / "pytorch_model.bin"), cache_dir=tmp_path / "cache") == resolved
     assert zoo.load_bert_config(str(folder)).hidden_size == 16
 
 

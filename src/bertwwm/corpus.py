@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -126,15 +127,14 @@ def _open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
 
 
 def _read_file(path: Path, doc_per_line: bool, counts: CorpusCounts) -> Iterator[Document]:
-    stream, raw = _open_binary(path)
+    try:
+        stream, raw = _open_binary(path)
+    except OSError as e:
+        raise UserError(f"cannot open ({e.strerror or e})", path) from None
     with raw, stream:
-        try:
-            head = stream.peek(8192)[:8192]
-        except (OSError, EOFError) as e:
-            raise UserError(f"cannot read ({e})", path) from None
-        fmt = file_format(path, head)
         start_bytes = counts.input_bytes
-        try:
+        try:  # I/O errors and truncated or corrupt gzip data, wherever they surface
+            fmt = file_format(path, stream.peek(8192)[:8192])
             if fmt == "text":
                 docs = _text_documents(path, stream, raw, doc_per_line, counts, start_bytes)
             elif fmt == "jsonl":
@@ -142,7 +142,7 @@ def _read_file(path: Path, doc_per_line: bool, counts: CorpusCounts) -> Iterator
             else:
                 docs = _wiki_documents(path, stream, raw, counts, start_bytes)
             yield from _limit_documents(docs, counts)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:  # truncated or corrupt gzip, I/O errors
+        except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"cannot read ({e})", path) from None
         counts.input_bytes = start_bytes + raw.tell()
 

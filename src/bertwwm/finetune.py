@@ -30,7 +30,7 @@ import numpy as np
 from bertwwm.errors import UserError
 from bertwwm.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bertwwm.tasks import metrics, readers
-from bertwwm.tasks.registry import CJRC, CLASSIFICATION, Task, get_task, task_file
+from bertwwm.tasks.registry import CJRC, Task, get_task, task_file
 
 SPLIT_SEED = 20190620  # fixed: a task with a single file is split the same way on every machine
 SPLIT_DEV_FRACTION = 0.2
@@ -54,6 +54,7 @@ class Settings:
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     gradient_accumulation: int = 1
+    long_text: str = "truncate"  # classification: "truncate", or "window" (windows, logits averaged)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     train: str | None = None
@@ -82,6 +83,8 @@ def default_settings(task: Task, model: str, **overrides) -> Settings:
 def _write_examples(task: Task, path: Path, examples: list) -> None:
     if task.is_mrc:
         readers.write_mrc(path, examples, cjrc=task.kind == CJRC)
+    elif task.name == "thucnews":
+        readers.write_thucnews(path, examples, task.labels)
     else:
         readers.write_table(path, examples)
 
@@ -118,7 +121,7 @@ def resolve_files(task: Task, settings: Settings, data_dir: str | Path | None, o
     note = None
     if files["train"] is None or files["dev"] is None:
         source = Path(files["train"] or files["dev"])
-        ext = ".json" if task.is_mrc else ".tsv"
+        ext = ".json" if task.is_mrc else ".txt" if task.name == "thucnews" else ".tsv"
         train_path, dev_path = out / "data" / f"train{ext}", out / "data" / f"dev{ext}"
         if not (train_path.is_file() and dev_path.is_file()):
             train, dev = _split(task, task.read(source))
@@ -155,14 +158,44 @@ class Encoded:
             pairs = [e.text_b is not None for e in examples]
             if any(pairs) and not all(pairs):
                 raise UserError("mixed single sentences and sentence pairs in one file")
-            enc = tokenizer([e.text_a for e in examples], [e.text_b for e in examples] if all(pairs) else None,
-                            truncation=True, max_length=settings.max_seq_length, return_attention_mask=False,
-                            verbose=False)
-            self.input_ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
-            self.token_type_ids = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]]
             index = {label: i for i, label in enumerate(task.labels)}
-            self.labels = {"labels": np.asarray([index.get(e.label, -100) for e in examples], dtype=np.int64)}
+            unknown = sorted({e.label for e in examples if e.label is not None and e.label not in index})
+            if unknown:
+                raise UserError(f"labels {unknown[:5]} are not labels of {task.name} ({', '.join(task.labels)})")
+            labels = [index.get(e.label, -100) for e in examples]
+            if settings.long_text == "window" and not any(pairs):
+                self._windows(examples, tokenizer, settings, labels)
+            else:
+                enc = tokenizer([e.text_a for e in examples],
+                                [e.text_b for e in examples] if all(pairs) else None, truncation=True,
+                                max_length=settings.max_seq_length, return_attention_mask=False, verbose=False)
+                self.input_ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
+                self.token_type_ids = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]]
+                self.example_index = np.arange(len(examples))
+                self.labels = {"labels": np.asarray(labels, dtype=np.int64)}
         self.lengths = np.asarray([len(x) for x in self.input_ids])
+
+    def _windows(self, examples: list, tokenizer, settings: Settings, labels: list[int]) -> None:
+        """Long single texts (THUCNews articles): windows of max_seq_length tokens, doc_stride apart, each
+        trained on the document's label; at prediction time the windows' logits are averaged."""
+        from bertwwm.tokens import CLS_ID, SEP_ID
+
+        enc = tokenizer([e.text_a for e in examples], add_special_tokens=False, return_attention_mask=False,
+                        return_token_type_ids=False, verbose=False)
+        room = settings.max_seq_length - 2
+        step = max(1, min(settings.doc_stride, room))
+        self.input_ids, owner = [], []
+        for ei, ids in enumerate(enc["input_ids"]):
+            start = 0
+            while True:
+                self.input_ids.append(np.asarray([CLS_ID, *ids[start:start + room], SEP_ID], dtype=np.int64))
+                owner.append(ei)
+                if start + room >= len(ids):
+                    break
+                start += step
+        self.token_type_ids = [np.zeros_like(x) for x in self.input_ids]
+        self.example_index = np.asarray(owner)
+        self.labels = {"labels": np.asarray(labels, dtype=np.int64)[self.example_index]}
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -256,7 +289,10 @@ def predict_examples(task: Task, model, data: Encoded, settings: Settings, batch
         class_logits = np.stack(logits["class_logits"]) if "class_logits" in logits else None
         return decode_answers(data.examples, data.features, logits["start_logits"], logits["end_logits"],
                               class_logits, max_answer_length=settings.max_answer_length)
-    return [task.labels[int(np.argmax(x))] for x in logits["logits"]]
+    # Average the logits of an example's windows (one window per example unless long_text="window").
+    summed = np.zeros((len(data.examples), len(task.labels)))
+    np.add.at(summed, data.example_index, np.stack(logits["logits"]))
+    return [task.labels[int(i)] for i in summed.argmax(axis=1)]
 
 
 def score(task: Task, examples: list, predictions) -> dict:
@@ -283,13 +319,21 @@ def train_model(model, data: Encoded, settings: Settings, seed: int, device, log
          "weight_decay": settings.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
+    try:  # the fused kernel (CPU and CUDA, torch >= 2.4) is what Trainer uses too; it saves a pass per step
+        optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
     per_epoch = math.ceil(len(data) / settings.batch_size)
     total = max(1, math.ceil(per_epoch * settings.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_proportion), total)
     micro = settings.batch_size // settings.gradient_accumulation
     step, seen, losses, started = 0, 0, [], time.perf_counter()
     log = open(log_path, "a", encoding="utf-8") if log_path else None
+    board = None
+    if log_path is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        board = SummaryWriter(str(log_path.parent / "tensorboard"))
     bar = tqdm(total=total, desc=f"seed {seed}", unit="step", disable=not progress)
     try:
         while step < total:
@@ -316,10 +360,15 @@ def train_model(model, data: Encoded, settings: Settings, seed: int, device, log
                     log.write(json.dumps({"step": step, "epoch": round(step / per_epoch, 3), "loss": batch_loss,
                                           "lr": scheduler.get_last_lr()[0]}) + "\n")
                     log.flush()
+                if board is not None:
+                    board.add_scalar("train/loss", batch_loss, step)
+                    board.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
     finally:
         bar.close()
         if log:
             log.close()
+        if board is not None:
+            board.close()
     seconds = time.perf_counter() - started
     return {"steps": step, "examples_per_second": seen / max(seconds, 1e-9), "train_seconds": seconds,
             "final_loss": float(np.mean(losses[-20:])) if losses else None}
@@ -381,7 +430,7 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
     seed_list = list(range(1, seeds + 1)) if isinstance(seeds, int) else list(seeds)
     settings = resolve_files(task, default_settings(task, model, **overrides), data_dir, out)
     run_file = out / "run.json"
-    if run_file.is_file():
+    if run_file.is_file() and read_results(out):  # settings may change freely until a seed has finished
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         differing = [k for k, v in asdict(settings).items() if k != "split_note" and previous.get(k) != v]
         if differing:
@@ -459,6 +508,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc-stride", type=int, help="MRC: context tokens between window starts")
     parser.add_argument("--max-answer-length", type=int, help="MRC: longest answer in tokens")
     parser.add_argument("--warmup-proportion", type=float, help="default 0.1")
+    parser.add_argument("--long-text", choices=("truncate", "window"),
+                        help="classification of long texts (THUCNews articles): truncate to --max-seq-length "
+                             "(default), or cut windows --doc-stride apart and average their logits")
     parser.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
     parser.add_argument("--max-eval-examples", type=int, help="score only the first N dev/test examples")
     parser.add_argument("--eval-batch-size", type=int)
@@ -469,6 +521,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     keys = ("learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_seq_length", "doc_stride",
+            "long_text",
             "max_answer_length", "warmup_proportion", "max_train_examples", "max_eval_examples", "train", "dev",
             "test")
     if args.seeds < 1:

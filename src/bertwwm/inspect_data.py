@@ -147,6 +147,11 @@ def inspect(folder: str | Path, n: int = 3, start: int = 0) -> tuple[dict, list[
     return info, decoded
 
 
+def inspect_dataset(folder: str | Path, n: int = 3, start: int = 0) -> str:
+    """What `bertwwm inspect DIR` prints, as a string."""
+    return render(*inspect(folder, n=n, start=start))
+
+
 def render(info: dict, decoded: list[DecodedInstance]) -> str:
     c = info["counts"]
     lines = [

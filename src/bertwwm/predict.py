@@ -49,12 +49,10 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     preds = predict(task, args.model, args.input, args.out, args.batch_size, args.device, progress=args.out is not None)
     if args.out is None:
-        import json
         import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # the same writer as for files, so stdout is the same layout
             path = Path(tmp) / "predictions"
             readers.write_predictions(path, task.prediction_format, preds)
             sys.stdout.write(path.read_text(encoding="utf-8"))
-        del json
     return 0

@@ -25,6 +25,7 @@ import random
 import shutil
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -70,7 +71,9 @@ def _build_config(inputs: Sequence[str | Path], files: Sequence[Path], **o: Any)
         raise UserError(f"--masking must be one of {', '.join(_MASKINGS)}, got {o['masking']!r}")
     if o["max_seq_length"] < 8 or o["max_seq_length"] > 65535:
         raise UserError(f"--max-seq-length must be between 8 and 65535, got {o['max_seq_length']}")
-    max_predictions = o["max_predictions"] or default_max_predictions(o["max_seq_length"])
+    max_predictions = o["max_predictions"]
+    if max_predictions is None:
+        max_predictions = default_max_predictions(o["max_seq_length"])
     if max_predictions < 1:
         raise UserError(f"--max-predictions must be positive, got {max_predictions}")
     if o["dynamic"] and o["dupe_factor"] not in (None, 1):
@@ -400,7 +403,7 @@ def prepare(
             pending[fut] = shard.bytes_end
         for fut in cf.as_completed(list(pending)):
             finish(fut.result(), pending.pop(fut), new=True)
-    except cf.process.BrokenProcessPool:
+    except BrokenProcessPool:
         raise UserError("a worker process died (out of memory?); rerun the same command to resume") from None
     finally:
         if pool is not None:

@@ -179,8 +179,8 @@ def _phase(table: Any, i: int, where: str) -> Phase:
     known = {f.name for f in dataclasses.fields(Phase)}
     unknown = set(table) - known
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in phases[{i}]; known: {', '.join(sorted(known))}",
-                        where)
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in phases[{i}]; "
+                        f"known: {', '.join(sorted(known))}", where)
     return Phase(**table)
 
 
@@ -619,7 +619,12 @@ def save_checkpoint(run: Path, step: int, phase_index: int, model, optimizer, sc
             write_model(model, tmp, weights)
             for r in range(d.world):
                 shutil.move(str(staging / f"step-{step:08d}-rank-{r}.pt"), str(tmp / f"rank-{r}.pt"))
-            torch.save({"step": step, "phase": phase_index, "optimizer": optimizer_state,
+            step_in_phase = step - sum(p.steps for p in cfg.phases[:phase_index])
+            # The data position is implied by the step (the instance order is a function of seed, phase and
+            # epoch); it is recorded for people reading the checkpoint.
+            position = {"phase": phase_index, "step_in_phase": step_in_phase,
+                        "instances_consumed": step_in_phase * cfg.phases[phase_index].batch_size}
+            torch.save({"step": step, "phase": phase_index, "data_position": position, "optimizer": optimizer_state,
                         "scheduler": scheduler.state_dict(), "world_size": d.world,
                         "config": _config_json(cfg)}, tmp / TRAINER_STATE)
         for old in checkpoint_dirs(run)[:-cfg.keep_last]:
@@ -781,6 +786,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         if cfg.clip_grad:
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        lr_used = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -795,7 +801,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
             record = {"step": step, "phase": i + 1, "split": "train",
                       "loss": (window[0] / max(window[2], 1)) + (window[3] / window[5] if window[5] else 0.0),
                       "mlm_loss": window[0] / max(window[2], 1), "mlm_acc": window[1] / max(window[2], 1),
-                      "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                      "lr": lr_used, "grad_norm": grad_norm,
                       "tokens_per_s": window[6] / max(window[7], 1e-9),
                       "elapsed_s": now - start_time}
             if window[5]:

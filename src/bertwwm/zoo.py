@@ -152,6 +152,8 @@ def detect_format(path: str | Path) -> str:
             return "zip"
         if _tf_prefix_of(path) is not None:
             return "tf"
+        if path.name == "pytorch_model.bin":
+            return detect_format(path.parent)
         if path.suffix in (".bin", ".pt", ".pth"):
             return "legacy"
         if path.suffix == ".safetensors":
@@ -374,12 +376,13 @@ def _resolve_local(path: Path, cache_dir: Path) -> Path:
     # legacy
     from bertwwm.convert.legacy import convert_legacy_folder
 
-    folder = _single_model_folder(path if path.is_dir() else path.parent)
+    source = path if path.is_file() else _single_model_folder(path)
+    folder = source if source.is_dir() else source.parent
     files = [p for p in folder.iterdir() if p.is_file()]
     out = cache_dir / "converted" / f"{folder.name}-{_fingerprint(files)}"
     if not (out / "config.json").is_file():
-        logger.warning("converting legacy PyTorch checkpoint %s into %s", folder, out)
-        convert_legacy_folder(folder, out)
+        logger.warning("converting legacy PyTorch checkpoint %s into %s", source, out)
+        convert_legacy_folder(source, out)
     return out
 
 

@@ -274,4 +274,5 @@ def hf_to_tf(model: str | Path, out_dir: str | Path) -> ConversionReport:
 from bertwwm.convert.legacy import convert_legacy_folder, rename_legacy_state_dict  # noqa: E402
 
 __all__ = ["tf_to_hf", "hf_to_tf", "convert_legacy_folder", "rename_legacy_state_dict", "read_tf_bert_config",
+           "tf_config_from_dict",
            "CheckpointReader", "write_checkpoint", "ConversionReport"]

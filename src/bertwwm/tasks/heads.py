@@ -80,8 +80,32 @@ def load_pretrained(task: Task, ref: str):
     else:
         config.num_labels = 2
     config.architectures = [head_class(task).__name__]
-    model = head_class(task).from_pretrained(path, config=config)
+    model = _quiet_from_pretrained(head_class(task), path, config)
     return model, load_tokenizer(path)
+
+
+def _quiet_from_pretrained(cls, path: str, config):
+    """from_pretrained without transformers' per-load report, failing loudly when the ENCODER is incomplete.
+
+    A fresh task head is expected to be missing; encoder weights missing mean the checkpoint is not a BERT
+    model in the layout we read (e.g. "roberta."-prefixed weights), and fine-tuning it would silently start
+    from random weights.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(path, config=config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(level)
+    # The pooler is absent from masked-LM-only checkpoints and is trained with the head, as in transformers.
+    missing = [k for k in info.get("missing_keys", [])
+               if (k.startswith("bert.") and not k.startswith("bert.pooler.")) or "." not in k]
+    if missing:
+        raise UserError(f"{len(missing)} encoder weights are missing from the checkpoint (e.g. {missing[0]}); "
+                        "it is not a BERT model in transformers' layout", path)
+    return model
 
 
 def load_finetuned(folder: str | Path, task: Task | None = None):
@@ -100,30 +124,37 @@ def load_finetuned(folder: str | Path, task: Task | None = None):
     from bertwwm import zoo
 
     config = zoo.load_bert_config(str(folder))
-    model = head_class(trained_for).from_pretrained(str(folder), config=config)
+    model = _quiet_from_pretrained(head_class(trained_for), str(folder), config)
     return model, load_tokenizer(str(folder)), settings
 
 
 def load_tokenizer(path: str):
     """The model's own fast tokenizer, checked to be the 21,128-entry Chinese vocab.
 
-    transformers 5 builds a 5-token vocabulary from a bare vocab.txt without complaint, so a folder whose
-    tokenizer does not come out at 21,128 entries falls back to building it from that folder's vocab.txt.
+    transformers 5 builds a 5-token vocabulary from a bare vocab.txt without complaint, so a model whose
+    tokenizer does not come out at 21,128 entries is given one built from its vocab.txt (local folder, or
+    the hub repository's vocab.txt for hub ids).
     """
     from transformers import AutoTokenizer
 
     from bertwwm.tokens import chinese_tokenizer
 
-    tok = None
+    error = None
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError):
-        tok = None
-    if tok is not None and len(tok) == VOCAB_SIZE and getattr(tok, "is_fast", False):
-        return tok
+        if len(tok) == VOCAB_SIZE and getattr(tok, "is_fast", False):
+            return tok
+        error = f"its tokenizer has {len(tok)} entries, expected the {VOCAB_SIZE}-entry Chinese BERT vocab"
+    except (OSError, ValueError) as e:
+        error = f"no usable tokenizer ({str(e).splitlines()[0][:200]})"
     vocab = Path(path) / "vocab.txt"
+    if not vocab.is_file() and not Path(path).exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            vocab = Path(hf_hub_download(path, "vocab.txt"))
+        except Exception as e:  # offline, unknown repo, ...: report why in one line
+            raise UserError(f"{error}; and could not fetch vocab.txt from the hub ({type(e).__name__})", path) from None
     if vocab.is_file():
         return chinese_tokenizer(str(vocab))
-    if tok is None:
-        raise UserError("no tokenizer files (tokenizer.json or vocab.txt)", path)
-    raise UserError(f"tokenizer has {len(tok)} entries, expected the {VOCAB_SIZE}-entry Chinese BERT vocab", path)
+    raise UserError(error, path)

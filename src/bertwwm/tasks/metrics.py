@@ -190,7 +190,9 @@ def cjrc_scores(gold: Sequence[MrcExample], predictions: Mapping[str, str]) -> d
     skip = 0
     for ex in gold:
         golds = [a.text for a in ex.answers] or [""]
-        t = totals[ex.domain if ex.domain in totals else "criminal"]  # the scorer's else-branch
+        if ex.domain not in totals:
+            raise ValueError(f"question {ex.qid}: CJRC domain must be civil or criminal, got {ex.domain!r}")
+        t = totals[ex.domain]
         t["qas"] += 1
         if ex.qid not in predictions:
             skip += 1

@@ -151,6 +151,19 @@ def read_thucnews(path: str | Path, class_file: str | Path | None = None,
     return examples
 
 
+def write_thucnews(path: str | Path, examples: Sequence[TextExample], class_names: Sequence[str]) -> None:
+    """Write `title<TAB>label index` lines and the class.txt they index into (what read_thucnews reads)."""
+    path = Path(path)
+    index = {name: i for i, name in enumerate(class_names)}
+    lines = []
+    for e in examples:
+        if "\t" in e.text_a or "\n" in e.text_a:
+            raise UserError(f"example {e.guid} contains a tab or newline and cannot be written", path)
+        lines.append(f"{e.text_a}\t{index[e.label]}" if e.label is not None else e.text_a)
+    atomic_write_text(path.parent / "class.txt", "".join(n + "\n" for n in class_names))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def write_table(path: str | Path, examples: Sequence[TextExample]) -> None:
     """Write examples as a TSV with a header (what read_table reads back)."""
     pair = any(e.text_b is not None for e in examples)
@@ -319,7 +332,7 @@ def read_predictions(path: str | Path, fmt: str) -> dict[str, str] | list[str | 
         if fmt == "squad":
             if not isinstance(data, dict):
                 raise UserError('expected a JSON object {"question id": "answer text"}', path)
-            return {str(k).strip(): str(v) for k, v in data.items()}
+            return {str(k): str(v) for k, v in data.items()}  # keys as given: the script looks ids up verbatim
         if not isinstance(data, list) or any(not isinstance(d, dict) or "id" not in d or "answer" not in d
                                              for d in data):
             raise UserError('expected a JSON list of {"id": .., "answer": ..}', path)

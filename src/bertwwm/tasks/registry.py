@@ -8,7 +8,6 @@ THUCNews, batch 64 throughout -- the report's FAQ stresses that a larger batch m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
