@@ -16,6 +16,10 @@ class UserError(Exception):
         self.path = None if path is None else str(path)
         self.line = line
 
+    def __reduce__(self):
+        # Keep path/line when the error crosses a process boundary (prepare's worker pool pickles it).
+        return (UserError, (self.message, self.path, self.line))
+
     def __str__(self) -> str:
         where = ""
         if self.path is not None:

@@ -415,6 +415,16 @@ def _limit(examples: list, n: int | None) -> list:
     return examples if n is None else examples[:n]
 
 
+def _same_setting(key: str, before, now) -> bool:
+    """Data files count as the same when moved (a run folder copied elsewhere, its split files with it)."""
+    if before == now:
+        return True
+    if key in ("train", "dev", "test") and before and now:
+        a, b = Path(before), Path(now)
+        return a.name == b.name and (not a.exists() or a.stat().st_size == b.stat().st_size)
+    return False
+
+
 def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequence[int] = 10,
              data_dir: str | Path | None = None, save_model: bool = True, device: str | None = None,
              eval_batch_size: int | None = None, progress: bool = True, **overrides) -> list[dict]:
@@ -432,7 +442,8 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
     run_file = out / "run.json"
     if run_file.is_file() and read_results(out):  # settings may change freely until a seed has finished
         previous = json.loads(run_file.read_text(encoding="utf-8"))
-        differing = [k for k, v in asdict(settings).items() if k != "split_note" and previous.get(k) != v]
+        differing = [k for k, v in asdict(settings).items()
+                     if k != "split_note" and not _same_setting(k, previous.get(k), v)]
         if differing:
             raise UserError(f"{out} holds a run with other settings ({', '.join(differing)}); use a new --out",
                             run_file)

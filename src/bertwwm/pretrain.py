@@ -638,8 +638,16 @@ def pretrain(config: PretrainConfig) -> Path:
 
     cfg = config
     validate(cfg)
+    previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _pretrain(cfg)
+    finally:
+        torch.set_num_threads(previous_threads)  # an API caller's process keeps its own setting
+
+
+def _pretrain(cfg: PretrainConfig) -> Path:
     folders = phase_folders(cfg)
     run = Path(cfg.out)
     existing = checkpoint_dirs(run)
