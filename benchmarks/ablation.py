@@ -163,6 +163,7 @@ def plot(rows: list[tuple[str, str, str, dict]], curves: dict[str, Path], png: P
     import matplotlib.pyplot as plt
 
     from bertwwm.plot import read_metrics
+    from bertwwm.report import plot_seed_scores
     from bertwwm.tasks.registry import get_task
 
     tasks = sorted({r[2] for r in rows}, key=TASKS.index)
@@ -171,11 +172,7 @@ def plot(rows: list[tuple[str, str, str, dict]], curves: dict[str, Path], png: P
         metric = "/".join(get_task(task).main_metric)
         ticks, labels = [], []
         for x, (model, policy, _, summary) in enumerate(r for r in rows if r[2] == task):
-            stats = summary["dev"][metric]
-            color = f"C{POLICIES.index(policy)}"
-            ax.scatter([x] * len(stats["values"]), stats["values"], s=16, alpha=0.6, color=color)
-            ax.hlines(stats["mean"], x - 0.3, x + 0.3, color="k")
-            ax.scatter([x], [stats["max"]], marker="^", color="k", s=28)
+            plot_seed_scores(ax, x, summary["dev"][metric], f"C{POLICIES.index(policy)}")
             ticks.append(x)
             labels.append(f"{model}\n{policy}")
         ax.set_xticks(ticks, labels, fontsize=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,25 @@ def _few_threads(monkeypatch):
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    # Conversions on the fly go to the cache; keep the user's ~/.cache/bertwwm out of the tests.
+    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture
+def tiny_tf(shared_data) -> Path:
+    """The genuine TensorFlow BERT checkpoint with TF-computed reference outputs."""
+    return shared_data / "checkpoints" / "tiny-bert-tf"
+
+
+@pytest.fixture
+def tiny_copy(tiny_tf, tmp_path) -> Path:
+    """A writable copy of the checkpoint, for corrupting."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_tf, folder)
+    for p in folder.iterdir():
+        p.chmod(0o644)
+    return folder

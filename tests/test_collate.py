@@ -13,8 +13,7 @@ from bertwwm.align import WordAligner
 from bertwwm.collate import IGNORE_INDEX, WholeWordMaskCollator
 from bertwwm.masking import MaskingConfig, budget, mask_batch
 from bertwwm.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID, VocabInfo
-
-SPECIAL = set(VocabInfo.from_vocab().special_ids.tolist())
+from reference import SPECIAL, word_groups
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +38,6 @@ def items(shared_data) -> list[dict]:
 
 def batches(items, size=16):
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def word_groups(ids, starts):
-    out, current = [], None
-    for i, (token, start) in enumerate(zip(ids.tolist(), starts.tolist())):
-        if token in SPECIAL:
-            current = None
-            continue
-        if start or current is None:
-            current = []
-            out.append(current)
-        current.append(i)
-    return out
 
 
 def test_output_layout(items):

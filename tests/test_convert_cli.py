@@ -14,25 +14,7 @@ from bertwwm.cli import main
 from bertwwm.convert import hf_to_tf, tf_to_hf
 from bertwwm.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    # Conversions on the fly go to the cache; keep the user's ~/.cache/bertwwm out of the tests.
-    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "default-cache"))
-
-
-@pytest.fixture
-def tiny_tf(shared_data):
-    return shared_data / "checkpoints" / "tiny-bert-tf"
-
-
-@pytest.fixture
-def tiny_copy(tiny_tf, tmp_path):
-    folder = tmp_path / "ckpt"
-    shutil.copytree(tiny_tf, folder)
-    for p in folder.iterdir():
-        p.chmod(0o644)
-    return folder
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _outputs(folder, ref):

@@ -14,21 +14,6 @@ from bertwwm.convert.tf_checkpoint import CheckpointReader, read_table, write_ch
 from bertwwm.errors import UserError
 
 
-@pytest.fixture
-def tiny_tf(shared_data):
-    return shared_data / "checkpoints" / "tiny-bert-tf"
-
-
-@pytest.fixture
-def tiny_copy(tiny_tf, tmp_path):
-    """A writable copy of the checkpoint, for corrupting."""
-    folder = tmp_path / "ckpt"
-    shutil.copytree(tiny_tf, folder)
-    for p in folder.iterdir():
-        p.chmod(0o644)
-    return folder
-
-
 def test_reads_every_variable_with_the_shape_bert_config_implies(tiny_tf):
     config = json.loads((tiny_tf / "bert_config.json").read_text())
     reader = CheckpointReader(tiny_tf / "bert_model.ckpt")

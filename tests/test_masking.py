@@ -15,10 +15,10 @@ from bertwwm.errors import UserError
 from bertwwm.masking import (POLICIES, MaskingConfig, _select_words_greedy, _visiting_order, budget, mask_batch,
                              mask_instance)
 from bertwwm.tokens import CLS_ID, MASK_ID, SEP_ID, VocabInfo, load_vocab
+from reference import SPECIAL, word_groups
 
 VOCAB = VocabInfo.from_vocab()
 ID_TO_TOKEN = {i: t for t, i in load_vocab().items()}
-SPECIAL = set(VOCAB.special_ids.tolist())
 
 
 def instance(aligner: WordAligner, *texts: str) -> tuple[np.ndarray, np.ndarray]:
@@ -28,20 +28,6 @@ def instance(aligner: WordAligner, *texts: str) -> tuple[np.ndarray, np.ndarray]
         ids += [aligned.ids, np.array([SEP_ID])]
         starts += [aligned.word_starts, np.array([True])]
     return np.concatenate(ids).astype(np.int64), np.concatenate(starts)
-
-
-def word_groups(ids: np.ndarray, word_starts: np.ndarray) -> list[list[int]]:
-    """Positions of each maskable word (special tokens are words of their own and never maskable)."""
-    out, current = [], None
-    for i, (token, start) in enumerate(zip(ids.tolist(), word_starts.tolist())):
-        if token in SPECIAL:
-            current = None
-            continue
-        if start or current is None:
-            current = []
-            out.append(current)
-        current.append(i)
-    return out
 
 
 def check_instance(ids, word_starts, cfg, masked, positions, labels):

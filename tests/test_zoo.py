@@ -16,16 +16,7 @@ from bertwwm import zoo
 from bertwwm.cli import main
 from bertwwm.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    # Conversions on the fly go to the cache; keep the user's ~/.cache/bertwwm out of the tests.
-    monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "default-cache"))
-
-
-@pytest.fixture
-def tiny_tf(shared_data):
-    return shared_data / "checkpoints" / "tiny-bert-tf"
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_zoo_lists_the_reports_models_with_their_hub_ids():

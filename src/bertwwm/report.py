@@ -93,6 +93,14 @@ def _short(label: str) -> str:
     return "/".join(parts[-2:]) if len(label) > 24 else label
 
 
+def plot_seed_scores(ax, x: float, stats: dict, color: str) -> None:
+    """One column of a per-seed plot: every seed's score as a dot, the mean as a line, the max as ^."""
+    values = stats["values"]
+    ax.scatter([x] * len(values), values, s=18, alpha=0.7, color=color)
+    ax.hlines([stats["mean"]], x - 0.3, x + 0.3, color="k", linewidth=1)
+    ax.scatter([x], [stats["max"]], marker="^", color="k", s=30)
+
+
 def plot_runs(runs: list[tuple[str, dict]], png: str | Path) -> None:
     """One panel per task: every seed's main score, per run and split, with max and mean marked."""
     import matplotlib
@@ -117,10 +125,7 @@ def plot_runs(runs: list[tuple[str, dict]], png: str | Path) -> None:
                 if not stats:
                     continue
                 x = i * 3 + j
-                vals = stats["values"]
-                ax.scatter([x] * len(vals), vals, s=18, alpha=0.7, color=f"C{j}")
-                ax.hlines([stats["mean"]], x - 0.3, x + 0.3, color="k", linewidth=1)
-                ax.scatter([x], [stats["max"]], marker="^", color="k", s=30)
+                plot_seed_scores(ax, x, stats, f"C{j}")
                 ticks.append(x)
                 labels.append(f"{_short(label)}\n{split}")
         ax.set_xticks(ticks, labels, fontsize=8)

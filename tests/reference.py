@@ -1,0 +1,23 @@
+"""Reference helpers for the tests: plain-Python versions of what the package does vectorised."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bertwwm.tokens import VocabInfo
+
+SPECIAL = set(VocabInfo.from_vocab().special_ids.tolist())
+
+
+def word_groups(ids: np.ndarray, word_starts: np.ndarray) -> list[list[int]]:
+    """Positions of each maskable word (special tokens are words of their own and never maskable)."""
+    out, current = [], None
+    for i, (token, start) in enumerate(zip(ids.tolist(), word_starts.tolist())):
+        if token in SPECIAL:
+            current = None
+            continue
+        if start or current is None:
+            current = []
+            out.append(current)
+        current.append(i)
+    return out
