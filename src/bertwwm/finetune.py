@@ -438,6 +438,10 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
     task = get_task(task) if isinstance(task, str) else task
     out = Path(out)
     seed_list = list(range(1, seeds + 1)) if isinstance(seeds, int) else list(seeds)
+    from bertwwm import zoo
+    from bertwwm.tasks.heads import load_pretrained, load_tokenizer
+
+    model_path = zoo.resolve_model(model)  # a wrong --model fails before anything is written
     settings = resolve_files(task, default_settings(task, model, **overrides), data_dir, out)
     run_file = out / "run.json"
     if run_file.is_file() and read_results(out):  # settings may change freely until a seed has finished
@@ -455,10 +459,7 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
     if not todo:
         return results
     dev_device = pick_device(device)
-    from bertwwm import zoo
-    from bertwwm.tasks.heads import load_pretrained, load_tokenizer
-
-    tokenizer = load_tokenizer(zoo.resolve_model(model))
+    tokenizer = load_tokenizer(model_path)
     train = Encoded(task, _limit(task.read(settings.train), settings.max_train_examples), tokenizer, settings)
     evals = {"dev": Encoded(task, _limit(task.read(settings.dev), settings.max_eval_examples), tokenizer, settings)}
     if settings.test:
