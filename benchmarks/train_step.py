@@ -8,7 +8,9 @@ autocast and compares it with the fp32 baseline (the issue's "3x for small with 
 is printed too. MFU counts the FLOPs the step needs (encoder + head at masked positions, x3 for
 forward+backward) against this CPU's matmul peak (measured here, and the issue's 174 / 390 GFLOP/s).
 
-Usage: python benchmarks/train_step.py [--threads 2] [--steps 5] [--configs small,base]
+Usage: python benchmarks/train_step.py [--threads 2] [--steps 5] [--configs small:fp32,base:fp32,small:bf16]
+The last default case, small:bf16:compile, is ours under torch.compile (`pretrain --compile`); compiling
+takes about half a minute here and is not timed.
 The final line is JSON: {"cases": [{"config", "dtype", "ours", "baseline", "ratio", ...}, ...]}
 """
 
@@ -89,7 +91,7 @@ def time_interleaved(fns: list, steps: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def run_case(name: str, dtype: str, batch: dict, steps: int) -> dict:
+def run_case(name: str, dtype: str, batch: dict, steps: int, compiled: bool = False) -> dict:
     cfg = bert_config(name)
     tokens = batch["input_ids"].numel()
     predicted = int((batch["labels"] != -100).sum())
@@ -98,10 +100,12 @@ def run_case(name: str, dtype: str, batch: dict, steps: int) -> dict:
     torch.manual_seed(0)
     ours_model = PretrainingModel(build_model(cfg, nsp=False)).train()
     ours_opt = build_optimizer(ours_model.hf, "adamw", lr=1e-4)
+    # `bertwwm pretrain --compile` does exactly this (dynamic: the number of masked tokens varies per batch).
+    ours_forward = torch.compile(ours_model, dynamic=True) if compiled else ours_model
 
     def ours_step():
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = ours_model(**batch).loss
+            loss = ours_forward(**batch).loss
         loss.backward()
         ours_opt.step()
         ours_opt.zero_grad(set_to_none=True)
@@ -123,7 +127,7 @@ def run_case(name: str, dtype: str, batch: dict, steps: int) -> dict:
     if bf16:
         contenders.append(lambda: baseline_step(True))
     t_ours, t_base, *t_rest = time_interleaved(contenders, steps)
-    case = {"config": name, "dtype": dtype, "ours": tokens / t_ours, "baseline": tokens / t_base,
+    case = {"config": name, "dtype": dtype, "compile": compiled, "ours": tokens / t_ours, "baseline": tokens / t_base,
             "ratio": t_base / t_ours, "baseline_dtype": "fp32"}
     flops = step_flops(cfg, batch["input_ids"].shape[0], batch["input_ids"].shape[1], predicted)
     case["ours_gflops"] = flops / t_ours / 1e9
@@ -140,7 +144,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--configs", default="small:fp32,base:fp32,small:bf16")
+    p.add_argument("--configs", default="small:fp32,base:fp32,small:bf16,small:bf16:compile",
+                   help="config:dtype[:compile] items; compile = ours under torch.compile, as pretrain --compile")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     batch = make_batch(16, 128)
@@ -149,11 +154,12 @@ def main() -> None:
           f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (issue: 174 / 390)", file=sys.stderr)
     cases = []
     for item in args.configs.split(","):
-        name, dtype = item.split(":")
-        case = run_case(name, dtype, batch, args.steps)
+        name, dtype, *flags = item.split(":")
+        case = run_case(name, dtype, batch, args.steps, compiled="compile" in flags)
         case["mfu_vs_measured_peak"] = case["ours_gflops"] * 1e9 / peaks[dtype]
         cases.append(case)
-        print(f"{name:5s} {dtype}: ours {case['ours']:8.0f} tok/s  baseline(fp32) {case['baseline']:8.0f} tok/s  "
+        label = f"{name} {dtype}" + (" compiled" if case["compile"] else "")
+        print(f"{label:19s}: ours {case['ours']:8.0f} tok/s  baseline(fp32) {case['baseline']:8.0f} tok/s  "
               f"ratio {case['ratio']:.2f}x  ours {case['ours_gflops']:.0f} GFLOP/s "
               f"(MFU {case['mfu_vs_issue_peak']:.0%} of issue peak)", file=sys.stderr)
     print(json.dumps({"cases": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.items()}
