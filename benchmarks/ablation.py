@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=12345, help="data and pretraining seed (the same for every model)")
     p.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per model and task (>= 5 for the ablation)")
     p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs")
-    p.add_argument("--max-train-examples", type=int, help="fine-tune on the first N training examples only")
-    p.add_argument("--max-eval-examples", type=int, help="score the first N dev examples only")
+    p.add_argument("--max-train-examples", type=int, help="fine-tune on a stratified sample of N training examples")
+    p.add_argument("--max-eval-examples", type=int, help="score a stratified sample of N dev examples")
     p.add_argument("--cmrc-max-seq-length", type=int, default=384)
     p.add_argument("--workers", type=int, default=2, help="prepare worker processes")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -214,8 +214,8 @@ def write_results(args, rows, curves, docs: Path, seconds: float) -> list[dict]:
         f"Corpus: {', '.join(Path(c).name for c in args.corpus)}"
         f"{f' (first {args.corpus_chars:,} characters)' if args.corpus_chars else ''}. "
         f"Fine-tuning data: {args.task_data_dir}"
-        f"{f', first {args.max_train_examples} train' if args.max_train_examples else ''}"
-        f"{f', first {args.max_eval_examples} dev examples' if args.max_eval_examples else ''}.\n\n"
+        f"{f', a stratified sample of {args.max_train_examples} train' if args.max_train_examples else ''}"
+        f"{f', a stratified sample of {args.max_eval_examples} dev examples' if args.max_eval_examples else ''}.\n\n"
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
         f"wall time of this invocation {seconds / 3600:.2f} h (finished steps are reused).\n\n"

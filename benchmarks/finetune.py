@@ -86,7 +86,9 @@ def trainer_side(model_dir, task, train, dev, settings, device, out_dir):
 
 
 def ours_side(model_dir, task, train, dev, settings, device):
-    from bertwwm.finetune import predict_examples, score, set_seed, train_model
+    from transformers import set_seed
+
+    from bertwwm.finetune import predict_examples, score, train_model
     from bertwwm.tasks.heads import load_pretrained
 
     set_seed(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,16 +19,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(autouse=True)
-def _few_threads(monkeypatch):
-    # Two cores, two xdist workers: one intra-op thread each keeps tests from oversubscribing.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads():
+    # Two cores, two xdist workers: one intra-op thread each keeps tests from oversubscribing. Session
+    # scope, so that module- and session-scoped fixtures (which train models too) run under it as well.
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses tests start
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:
         pass
+    yield
+    if before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_again():
+    # A test may have run code that sets its own thread count (pretrain --threads); the next starts at one.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from bertwwm.cli import main
-from bertwwm.demo import BUDGETS, POLICIES, TASKS, demo, task_data_dir
+from bertwwm.demo import BUDGETS, CONTROL, LABELS, POLICIES, TASKS, demo, task_data_dir
 from bertwwm.errors import EXIT_USAGE
 from bertwwm.storage import read_manifest
 from bertwwm.tasks.registry import get_task
 
-STEPS = [f"prepare {p}" for p in POLICIES] + [f"pretrain {p}" for p in POLICIES] + \
-        [f"finetune {t} {p}" for t in TASKS for p in POLICIES]
+MODELS = (*POLICIES, CONTROL)
+STEPS = ["prepare"] + [f"pretrain {p}" for p in POLICIES] + ["random-init control"] + \
+        [f"finetune {t} {m}" for t in TASKS for m in MODELS]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def demo_runs(tmp_path_factory):
     return out, first, first_s, second, time.perf_counter() - t0
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_run_folder_holds_every_output(demo_runs):
     out, first, *_ = demo_runs
     assert [s["step"] for s in first["steps"]] == STEPS + ["report"]
@@ -39,14 +41,44 @@ def test_run_folder_holds_every_output(demo_runs):
         assert (out / name).is_file(), name
     for png in out.rglob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png
+    assert read_manifest(out / "data")["complete"]
     for policy in POLICIES:
-        assert read_manifest(out / f"data-{policy}")["complete"]
         assert (out / f"pretrain-{policy}" / "final" / "model.safetensors").is_file()
+    for name in MODELS:
         for task in TASKS:
-            rows = [json.loads(line) for line in (out / f"finetune-{task}-{policy}" / "results.jsonl").open()]
+            rows = [json.loads(line) for line in (out / f"finetune-{task}-{name}" / "results.jsonl").open()]
             assert [r["seed"] for r in rows] == [1]
             assert rows[0]["dev"]["total"] == dict(zip(TASKS, (BUDGETS["test"].chnsenticorp[1],
                                                                 BUDGETS["test"].cmrc2018[1])))[task]
+
+
+def test_demo_json_and_results_json_carry_pretraining_and_the_control(demo_runs):
+    out, first, *_ = demo_runs
+    state = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+    assert set(state["pretraining"]) == {LABELS[p] for p in POLICIES}
+    for numbers in state["pretraining"].values():
+        assert 0.0 <= numbers["heldout_mlm_acc"] <= 1.0
+        assert numbers["heldout_mlm_loss"] > 0 and numbers["unigram_loss"] > 0
+    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    controls = [r for r in rows if r.get("control")]
+    assert len(controls) == len(TASKS) and all("random init" in r["label"] for r in controls)
+    assert {r["label"] for r in rows} == {LABELS[m] for m in MODELS}
+    assert state["reading"] and "random init" in state["reading"]
+
+
+def test_the_control_is_the_pretraining_runs_starting_point(demo_runs):
+    """Same shape, same seed, same weights before the first step: pretraining is the only difference."""
+    import torch
+    from safetensors.torch import load_file
+
+    from bertwwm.model import bert_config, build_model
+
+    out, *_ = demo_runs
+    control = load_file(str(out / "random-init" / "model.safetensors"))
+    torch.manual_seed(12345)  # what pretrain does before building a random-init model (the demo's seed)
+    fresh = build_model(bert_config("tiny"), nsp=False).state_dict()
+    for key, value in control.items():
+        assert torch.equal(value, fresh[key]), key
 
 
 def test_table_is_max_mean_over_seeds_of_the_saved_results(demo_runs):
@@ -56,37 +88,21 @@ def test_table_is_max_mean_over_seeds_of_the_saved_results(demo_runs):
     # Every cell is recomputed here from the per-seed results the fine-tuning runs wrote.
     for task in TASKS:
         metric = get_task(task).report_metrics[-1][-1]  # accuracy, or F1 for CMRC 2018
-        for policy, label in (("wwm", "tiny BERT-wwm"), ("char", "tiny BERT (char)")):
+        for name in MODELS:
             values = [json.loads(line)["dev"][metric]
-                      for line in (out / f"finetune-{task}-{policy}" / "results.jsonl").open()]
+                      for line in (out / f"finetune-{task}-{name}" / "results.jsonl").open()]
             section = table.split(f"### {get_task(task).title}")[1].split("###")[0]
-            row = next(line for line in section.splitlines() if line.startswith(f"| {label} |"))
+            row = next(line for line in section.splitlines() if line.startswith(f"| {LABELS[name]} |"))
             cells = re.findall(r"(\d+\.\d) \((\d+\.\d)\)", row)
             assert cells[-1] == (f"{max(values):.1f}", f"{np.mean(values):.1f}")
 
 
-def test_only_the_masking_differs_between_the_two_datasets(demo_runs):
+def test_masking_is_the_only_difference_between_the_two_pretraining_runs(demo_runs):
     out, *_ = demo_runs
-    shard = {p: out / f"data-{p}" / "shard-00000" for p in POLICIES}
-    arrays = {p: {n: np.load(shard[p] / f"{n}.npy") for n in
-                  ("input_ids", "word_starts", "offsets", "mlm_offsets", "mlm_positions")} for p in POLICIES}
-    for name in ("input_ids", "word_starts", "offsets"):
-        assert np.array_equal(arrays["wwm"][name], arrays["char"][name]), name
-    assert not np.array_equal(arrays["wwm"]["mlm_positions"], arrays["char"]["mlm_positions"])
-    # Under wwm, a masked token's whole word is masked: every position that continues a word is masked
-    # exactly when the token before it is.
-    a = arrays["wwm"]
-    split_words = 0
-    for i in range(len(a["offsets"]) - 1):
-        starts = a["word_starts"][a["offsets"][i]:a["offsets"][i + 1]].astype(bool)
-        masked = np.zeros(len(starts), bool)
-        masked[a["mlm_positions"][a["mlm_offsets"][i]:a["mlm_offsets"][i + 1]]] = True
-        continuing = np.flatnonzero(~starts)
-        split_words += int(np.sum(masked[continuing] != masked[continuing - 1]))
-    assert split_words == 0
     configs = {p: json.loads((out / f"pretrain-{p}" / "run_config.json").read_text()) for p in POLICIES}
     differing = {k for k in configs["wwm"] if configs["wwm"][k] != configs["char"][k]}
-    assert differing == {"out", "data", "policy"}  # same steps, batch, seed, optimizer: equal budgets
+    assert differing == {"out", "policy"}  # same data, steps, batch, seed, optimizer: equal budgets
+    assert configs["wwm"]["data"] == str(out / "data")
 
 
 def test_second_run_reuses_every_step(demo_runs):
@@ -96,6 +112,7 @@ def test_second_run_reuses_every_step(demo_runs):
     assert second_s < first_s / 3
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_cli_refuses_to_mix_budgets_in_one_folder(demo_runs, capsys):
     out, *_ = demo_runs
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == EXIT_USAGE

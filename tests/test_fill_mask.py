@@ -85,21 +85,65 @@ def test_iterative_fills_the_most_confident_position_first():
     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
 
 
+# The masked texts the tests below fill, with the memorised answer (one character per [MASK]).
+PROBES = [("北京是中国的[MASK][MASK]。", "首都"), ("[MASK][MASK]是一座国际大都市。", "上海"),
+          ("北京是[MASK]国的首[MASK]。", "中都"), ("我们今天去[MASK][MASK]散步。", "公园")]
+MEMORISED = 0.9  # probability of the right character at every masked position, whatever is filled already
+
+
+def _probe_states(tok):
+    """(input ids, {position: right token}) for every probe with any proper subset of its masks filled
+    correctly: every state a decoder on the right path can be in."""
+    states = []
+    for text, answer in PROBES:
+        ids = tok(text, return_tensors="pt")["input_ids"][0]
+        positions = (ids == tok.mask_token_id).nonzero(as_tuple=True)[0].tolist()
+        right = dict(zip(positions, tok.convert_tokens_to_ids(list(answer))))
+        for n in range(len(positions)):
+            for filled in itertools.combinations(positions, n):
+                state = ids.clone()
+                for p in filled:
+                    state[p] = right[p]
+                states.append((state, {p: t for p, t in right.items() if p not in filled}))
+    return states
+
+
+@torch.no_grad()
+def _least_right_probability(hf, states) -> float:
+    hf.eval()
+    worst = 1.0
+    for ids, open_positions in states:  # one unpadded row at a time, as fill_mask scores them
+        probs = hf(input_ids=ids[None]).logits[0].float().softmax(-1)
+        worst = min(worst, *(float(probs[p, t]) for p, t in open_positions.items()))
+    hf.train()
+    return worst
+
+
 @pytest.fixture(scope="module")
 def memorised_model(tmp_path_factory):
-    """A tiny MLM trained for a few seconds to memorise a few sentences, saved as a standard folder."""
+    """A tiny MLM trained until it has memorised a few sentences, saved as a standard folder.
+
+    Training stops once, in every state of every probe, the right character has probability >= MEMORISED.
+    Then any path that makes a wrong choice scores below log(1 - MEMORISED) while the right filling scores
+    above n * log(MEMORISED), so the iterative and beam decoders must both return the memorised words.
+    How many steps that takes depends on the CPU's float path; the property does not.
+    """
     from bertwwm.model import PretrainingModel, bert_config, build_model, save_model
     from bertwwm.tokens import chinese_tokenizer
 
     tok = chinese_tokenizer()
     sentences = ["北京是中国的首都。", "上海是一座国际大都市。", "我们今天去公园散步。"]
+    states = _probe_states(tok)
     torch.manual_seed(0)
     hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
     model = PretrainingModel(hf)
     opt = torch.optim.AdamW(hf.parameters(), lr=3e-3)
-    enc = tok(sentences, padding=True, return_tensors="pt")
+    # Four differently masked copies of each sentence per step: a smooth enough gradient that the
+    # probabilities rise steadily (~50 steps) instead of swinging with each random mask.
+    enc = tok(sentences * 4, padding=True, return_tensors="pt")
     g = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    worst = 0.0
+    for step in range(1, 401):
         ids = enc["input_ids"].clone()
         chooseable = enc["attention_mask"].bool() & (ids != 101) & (ids != 102)
         pick = (torch.rand(ids.shape, generator=g) < 0.4) & chooseable
@@ -110,6 +154,11 @@ def memorised_model(tmp_path_factory):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 10 == 0:
+            worst = _least_right_probability(hf, states)
+            if worst >= MEMORISED:
+                break
+    assert worst >= MEMORISED, f"the tiny model did not memorise the sentences in {step} steps (p={worst:.3f})"
     folder = tmp_path_factory.mktemp("mlm") / "model"
     save_model(hf, folder)
     return folder

@@ -12,6 +12,7 @@ import torch
 
 from bertwwm import cli, finetune as ft
 from bertwwm.errors import UserError
+from bertwwm.tasks import readers
 from bertwwm.tasks.registry import get_task
 
 
@@ -37,12 +38,14 @@ QUICK = dict(max_seq_length=48, batch_size=16, epochs=1, learning_rate=5e-4, max
              max_eval_examples=32)
 
 
+@pytest.mark.slow
 def test_tiny_model_beats_the_majority_class(tiny, tmp_path, shared_data):
     data = shared_data / "tasks"
     results = ft.finetune("chnsenticorp", tiny, tmp_path / "run", seeds=1, data_dir=data, progress=False,
                           max_seq_length=64, batch_size=16, epochs=4, learning_rate=5e-4, max_train_examples=480,
                           max_eval_examples=300)
-    dev = get_task("chnsenticorp").read(data / "chnsenticorp/dev.tsv")[:300]
+    full = get_task("chnsenticorp").read(data / "chnsenticorp/dev.tsv")
+    dev = ft.stratified_sample(full, 300, [e.label for e in full])  # what --max-eval-examples 300 scores
     majority = 100 * Counter(e.label for e in dev).most_common(1)[0][1] / len(dev)
     r = results[0]
     assert r["dev"]["total"] == 300 and r["test"]["total"] == 300
@@ -51,9 +54,7 @@ def test_tiny_model_beats_the_majority_class(tiny, tmp_path, shared_data):
     from bertwwm.evaluate import evaluate_files
 
     gold = tmp_path / "dev300.tsv"
-    gold.write_text("".join(line + "\n" for line in
-                            (data / "chnsenticorp/dev.tsv").read_text(encoding="utf-8").splitlines()[:301]),
-                    encoding="utf-8")
+    readers.write_table(gold, dev)
     again = evaluate_files("chnsenticorp", gold, tmp_path / "run/seed-1/dev_predictions.tsv")
     assert again == r["dev"]
     log = [json.loads(x) for x in (tmp_path / "run/seed-1/train_log.jsonl").read_text().splitlines()]
@@ -230,7 +231,8 @@ def test_cli_runs_and_prints_the_summary(tiny, tmp_path, shared_data, capsys):
             "--data-dir", str(shared_data / "tasks"), "--max-train-examples", "32", "--max-eval-examples", "16",
             "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32", "--no-progress", "--no-save-model"]
     assert cli.main(argv) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     seeds = [json.loads(x) for x in lines[:-1]]
     summary = json.loads(lines[-1])
     assert [s["seed"] for s in seeds] == [1, 2] and summary["seeds"] == 2
@@ -238,4 +240,84 @@ def test_cli_runs_and_prints_the_summary(tiny, tmp_path, shared_data, capsys):
     assert not (tmp_path / "run/best-model").exists()
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["learning_rate"] == 2e-5 and run["warmup_proportion"] == 0.1 and run["max_seq_length"] == 32
+    # the subsets are stratified samples, and both the output and run.json say so
+    assert run["samples"]["dev"] == {"kept": 16, "of": 1200, "by": "label", "seed": ft.SPLIT_SEED,
+                                     "note": run["samples"]["dev"]["note"]}
+    assert run["samples"]["train"]["kept"] == 32 and run["samples"]["test"]["of"] == 1200
+    assert "dev: a stratified sample of 16 of 1,200 examples (by label" in captured.err
     assert (tmp_path / "run/seed-2/tensorboard").is_dir()
+
+
+def _within_one(sample_groups, all_groups, n):
+    """Every group's share of the sample is its share of the whole, give or take one."""
+    have, total = Counter(sample_groups), Counter(all_groups)
+    return all(abs(have[g] - n * c / len(all_groups)) < 1 for g, c in total.items())
+
+
+def test_stratified_samples_keep_every_class_in_proportion(shared_data):
+    # THUCNews' test file is sorted by class in blocks of 1,000: the first 500 rows would be one class
+    sorted_rows = sorted(get_task("thucnews").read(shared_data / "tasks/thucnews/dev.txt"), key=lambda e: e.label)
+    labels = [e.label for e in sorted_rows]
+    for n in (500, 37, 10):
+        sample = ft.stratified_sample(sorted_rows, n, labels)
+        assert len(sample) == n and _within_one([e.label for e in sample], labels, n)
+        assert len({e.label for e in sample}) == min(n, 10)
+    again = ft.stratified_sample(sorted_rows, 500, labels)
+    assert [e.guid for e in again] == [e.guid for e in ft.stratified_sample(sorted_rows, 500, labels)]
+    other = ft.stratified_sample(sorted_rows, 500, labels, seed=7)
+    assert [e.guid for e in other] != [e.guid for e in again]
+    position = {id(e): i for i, e in enumerate(sorted_rows)}
+    assert [position[id(e)] for e in again] == sorted(position[id(e)] for e in again)  # file order
+    assert ft.stratified_sample(sorted_rows[:5], 9, labels[:5]) == sorted_rows[:5]
+
+
+def test_eval_subsets_by_domain_and_by_article(shared_data):
+    cjrc = get_task("cjrc")
+    questions = cjrc.read(shared_data / "tasks/cjrc/dev.json")
+    samples: dict = {}
+    kept = ft._limit(cjrc, "dev", questions, 500, samples)
+    assert len(kept) == 500 and _within_one([e.domain for e in kept], [e.domain for e in questions], 500)
+    assert samples["dev"]["by"] == "domain" and "500 of 6,000 questions" in samples["dev"]["note"]
+    cmrc = get_task("cmrc2018")
+    questions = cmrc.read(shared_data / "tasks/cmrc2018/dev.json")
+    kept = ft._limit(cmrc, "test", questions, 800, samples)
+    assert _within_one([e.article for e in kept], [e.article for e in questions], 800)
+    assert samples["test"]["by"] == "article" and ft._limit(cmrc, "dev", questions, None, samples) is questions
+
+
+def test_empty_cjrc_domain_is_not_scored_as_zero(shared_data):
+    from bertwwm.report import render_tables, summarize
+    from bertwwm.tasks import metrics
+
+    civil = [e for e in get_task("cjrc").read(shared_data / "tasks/cjrc/dev.json") if e.domain == "civil"][:20]
+    scores = metrics.cjrc_scores(civil, {e.qid: e.answers[0].text if e.answers else "" for e in civil})
+    assert scores["criminal"] == {"em": None, "f1": None, "qas": 0} and scores["civil"]["qas"] == 20
+    record = {"task": "cjrc", "model": "m", "seed": 1, "dev": scores, "dev_score": 100.0}
+    assert summarize([record])["dev"]["overall/f1"]["max"] == scores["overall"]["f1"]
+    empty = {**record, "dev": {"civil": scores["civil"], "overall": {"em": None, "f1": None, "qas": 0}}}
+    table = render_tables([("m", summarize([empty]))])
+    assert "| m | 1 | – | – | – | – |" in table
+
+
+def test_no_progress_silences_transformers_bars_too(tiny, tmp_path, shared_data, capsys):
+    from transformers.utils import logging as hf_logging
+
+    bars = ("Loading weights", "Writing model shards", "seed 1:", "eval:")
+    argv = ["finetune", "chnsenticorp", "--model", tiny, "--seeds", "1", "--data-dir", str(shared_data / "tasks"),
+            "--max-train-examples", "16", "--max-eval-examples", "8", "--epochs", "1", "--batch-size", "8",
+            "--max-seq-length", "32"]
+    hf_logging.enable_progress_bar()
+    try:
+        assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+        shown = capsys.readouterr().err
+        assert all(bar in shown for bar in bars), shown  # what --no-progress has to hide
+        assert cli.main([*argv, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+        assert not any(bar in capsys.readouterr().err for bar in bars)
+        few = tmp_path / "few.tsv"
+        lines = (shared_data / "tasks/chnsenticorp/dev.tsv").read_text(encoding="utf-8").splitlines()[:21]
+        few.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert cli.main(["predict", "chnsenticorp", "--model", str(tmp_path / "b/best-model"), "--input",
+                         str(few), "--out", str(tmp_path / "p.tsv"), "--no-progress"]) == 0
+        assert not any(bar in capsys.readouterr().err for bar in bars)
+    finally:
+        hf_logging.enable_progress_bar()

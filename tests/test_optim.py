@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bertwwm.model import bert_config, build_model
-from bertwwm.optim import Lamb, build_optimizer, build_scheduler, no_decay, parameter_groups, warmup_linear_decay
+from bertwwm.optim import Lamb, build_optimizer, no_decay, parameter_groups, warmup_linear_decay
 
 
 def lamb_reference(ws, grads_per_step, lr, b1, b2, eps, wd):
@@ -98,7 +98,8 @@ def test_warmup_then_linear_decay():
     assert warmup_linear_decay(100, 10, 100) == 0.0
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=2.0)
-    sched = build_scheduler(opt, warmup_steps=4, total_steps=12)
+    # as the training loops use it: LambdaLR's step k (0 before the first update) is optimizer steps done
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_linear_decay(step, 4, 12))
     lrs = []
     for _ in range(12):
         lrs.append(opt.param_groups[0]["lr"])

@@ -185,6 +185,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "bertwwm", "prepare", *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_checksums(slices, tmp_path):
     opts = ["--segmenter", "rjieba", "--dupe-factor", "2", "--shard-chars", "1000", "--seed", "3", "--quiet"]
     out = tmp_path / "killed"

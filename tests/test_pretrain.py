@@ -75,6 +75,7 @@ def test_recipes_reproduce_the_report_table():
     assert (large.optimizer, large.nsp, large.init, large.preset) == ("adamw", False, "random", "large")
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_on_the_shared_corpus(prepared, tmp_path):
     cfg = config_from_recipe(*load_recipe("tiny-cpu"), data=str(prepared["dynamic"]), out=str(tmp_path / "run"),
                              threads=1, eval_every=40, log_every=10, save_every=1000, progress=False)
@@ -99,6 +100,7 @@ def test_tiny_model_learns_on_the_shared_corpus(prepared, tmp_path):
     assert model.config.num_hidden_layers == 2 and model.config.vocab_size == 21128
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_identical(prepared, tmp_path):
     common = ["--data", str(prepared["dynamic"]), "--max-steps", "24", "--batch-size", "8", "--save-every", "8",
               "--eval-every", "12", "--keep-last", "1"]
@@ -134,6 +136,8 @@ def _torchrun(args: list[str], cwd: Path, port: int) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_ddp_and_fsdp_match_one_process(prepared, tmp_path):
     common = ["--data", str(prepared["static"]), "--max-steps", "6", "--batch-size", "16", "--no-nsp",
               "--set", "model.dropout=0.0", "--eval-every", "3", "--save-every", "3"]
@@ -152,7 +156,11 @@ def test_two_process_ddp_and_fsdp_match_one_process(prepared, tmp_path):
         assert [(r["step"], r["split"]) for r in la] == [(r["step"], r["split"]) for r in lb]
         for ra, rb in zip(la, lb):
             assert rb["mlm_loss"] == pytest.approx(ra["mlm_loss"], rel=1e-5)
-            assert rb["mlm_acc"] == pytest.approx(ra["mlm_acc"], abs=1e-9)
+            # Accuracy counts argmaxes: a near-tie flips under the ~1e-6 logit differences of another
+            # reduction order. Each record covers hundreds of masked tokens (train: 6 steps x 16 instances of
+            # 64 tokens, 15% masked; eval: the held-out instances), so 0.02 is a few flips; a wrong loss
+            # normalisation or data split moves it far more.
+            assert rb["mlm_acc"] == pytest.approx(ra["mlm_acc"], abs=0.02)
     # ...and training really moved the weights away from the (seeded) initialisation.
     from bertwwm.model import bert_config, build_model
 

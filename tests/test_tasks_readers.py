@@ -89,12 +89,31 @@ def test_unlabeled_table_for_prediction(tmp_path):
         readers.read_table(p, ("text_a", "label"), ("0", "1"))
 
 
+def test_thucnews_file_alone_reads_with_the_official_classes(tmp_path, shared_data):
+    lone = tmp_path / "anywhere" / "thuc-test.txt"  # no class.txt beside it
+    lone.parent.mkdir()
+    lone.write_bytes((shared_data / "tasks/thucnews/dev.txt").read_bytes())
+    official = readers.read_thucnews(shared_data / "tasks/thucnews/dev.txt")  # class.txt beside: the same ten
+    assert readers.read_class_file(shared_data / "tasks/thucnews/class.txt") == THUCNEWS_CLASSES
+    assert [(e.text_a, e.label) for e in readers.read_thucnews(lone)] == [(e.text_a, e.label) for e in official]
+
+
 def test_thucnews_errors(tmp_path):
-    (tmp_path / "class.txt").write_text("finance\nrealty\n", encoding="utf-8")
-    p = _write(tmp_path, "dev.txt", "标题一\t0\n标题二\t7\n")
+    p = _write(tmp_path, "dev.txt", "标题一\t0\n标题二\t17\n")
     with pytest.raises(UserError) as e:
         readers.read_thucnews(p)
-    assert e.value.line == 2 and "class.txt" in e.value.message
+    assert e.value.line == 2 and "not a class index (0..9" in e.value.message
+    p = _write(tmp_path, "dev.txt", "标题一\t0\n标题二\t1\n")
+    assert [e.label for e in readers.read_thucnews(p, ("a", "b"))] == ["a", "b"]
+    # a class.txt beside the file that names other classes is not silently ignored
+    (tmp_path / "class.txt").write_text("finance\nrealty\n", encoding="utf-8")
+    with pytest.raises(UserError, match="lists other classes.*--classes"):
+        readers.read_thucnews(p)
+    assert [e.label for e in readers.read_thucnews(p, readers.read_class_file(tmp_path / "class.txt"))] == \
+        ["finance", "realty"]
+    (tmp_path / "class.txt").write_text("a\na\n", encoding="utf-8")
+    with pytest.raises(UserError, match="listed twice"):
+        readers.read_class_file(tmp_path / "class.txt")
 
 
 def test_json_errors(tmp_path):

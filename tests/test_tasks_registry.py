@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bertwwm.errors import UserError
-from bertwwm.tasks.registry import TASKS, get_task, task_file
+from bertwwm.tasks.registry import TASKS, get_task, task_file, with_classes
 
 
 def test_the_eight_tasks_with_the_reports_learning_rates():
@@ -51,3 +51,16 @@ def test_metric_value_paths():
     assert get_task("cjrc").metric_value({"overall": {"em": 1.0, "f1": 2.5}}) == 2.5
     assert get_task("drcd").metric_value({"em": 1.0, "f1": 3.0}) == 3.0
     assert get_task("xnli").metric_value({"accuracy": 77.0}) == 77.0
+
+
+def test_thucnews_with_other_classes(tmp_path):
+    classes = tmp_path / "my-classes.txt"
+    classes.write_text("体育\n财经\n娱乐\n", encoding="utf-8")
+    data = tmp_path / "news.txt"
+    data.write_text("球赛\t0\n股市\t1\n电影\t2\n", encoding="utf-8")
+    task = with_classes(get_task("thucnews"), classes)
+    assert task.labels == ("体育", "财经", "娱乐") and get_task("thucnews").labels[0] == "finance"
+    assert [e.label for e in task.read(data)] == ["体育", "财经", "娱乐"]
+    assert with_classes(get_task("thucnews"), None) is get_task("thucnews")
+    with pytest.raises(UserError, match="--classes is for thucnews"):
+        with_classes(get_task("lcqmc"), classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -42,16 +43,123 @@ def test_parameter_counts_match_a_real_bert_model(name):
 
 
 def test_names_and_hub_ids_resolve():
-    assert zoo.resolve_model("roberta-wwm-ext") == "hfl/chinese-roberta-wwm-ext"
-    assert zoo.resolve_model("RoBERTa-wwm-ext-large") == "hfl/chinese-roberta-wwm-ext-large"
-    assert zoo.resolve_model("roberta-wwm-large-ext") == "hfl/chinese-roberta-wwm-ext-large"  # the report's spelling
-    assert zoo.resolve_model("bert-base-chinese") == "google-bert/bert-base-chinese"
-    assert zoo.resolve_model("hfl/chinese-bert-wwm-ext") == "hfl/chinese-bert-wwm-ext"
-    assert zoo.resolve_model("someone/some-bert") == "someone/some-bert"  # other hub ids pass through
-    with pytest.raises(UserError, match="no such file or folder"):
-        zoo.resolve_model("./missing-folder")
-    with pytest.raises(UserError, match="no such file or folder"):
-        zoo.resolve_model("/nowhere/chinese_wwm_L-12_H-768_A-12.zip")
+    assert zoo.hub_id_of("roberta-wwm-ext") == "hfl/chinese-roberta-wwm-ext"
+    assert zoo.hub_id_of("RoBERTa-wwm-ext-large") == "hfl/chinese-roberta-wwm-ext-large"
+    assert zoo.hub_id_of("roberta-wwm-large-ext") == "hfl/chinese-roberta-wwm-ext-large"  # the report's spelling
+    assert zoo.hub_id_of("bert-base-chinese") == "google-bert/bert-base-chinese"
+    assert zoo.hub_id_of("hfl/chinese-bert-wwm-ext") == "hfl/chinese-bert-wwm-ext"
+    assert zoo.hub_id_of("someone/some-bert") == "someone/some-bert"  # other hub ids pass through
+    for not_hub in ("./missing-folder", "/nowhere/chinese_wwm_L-12_H-768_A-12.zip", "a/b/c", "model.bin"):
+        assert zoo.hub_id_of(not_hub) is None
+        with pytest.raises(UserError, match="no such local folder"):
+            zoo.resolve_model(not_hub)
+
+
+# ---------------------------------------------------------------------------------- the hub, offline
+
+OFFLINE_MESSAGE = "not in the local cache and the hub cannot be reached"
+
+
+@pytest.fixture(params=["HF_HUB_OFFLINE", "closed port"])
+def no_hub(request, tmp_path, monkeypatch):
+    """No network for the hub: offline mode, or (probe path) an endpoint nobody listens on. Empty cache."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once, never leaves the host
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    if request.param == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return request.param
+
+
+def _fake_hub_cache(cache: Path, hub_id: str, source: Path) -> Path:
+    """The Hugging Face cache layout (refs/main -> snapshots/<commit>/) holding a copy of `source`."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(source, repo / "snapshots" / commit)
+    return repo / "snapshots" / commit
+
+
+@pytest.mark.parametrize("ref", ["roberta-wwm-ext", "hfl/chinese-roberta-wwm-ext", "someone/some-bert"])
+def test_uncached_hub_model_fails_fast_and_clearly_offline(no_hub, ref):
+    started = time.perf_counter()
+    with pytest.raises(UserError) as e:
+        zoo.resolve_model(ref)
+    assert time.perf_counter() - started <= 5  # a bound (the probe gives up after 3 s), not a timing measurement
+    message = str(e.value)
+    assert OFFLINE_MESSAGE in message and "download it where you are online" in message
+    assert "or pass a local folder" in message and f"hf download {zoo.hub_id_of(ref)}" in message
+    assert ("HF_HUB_OFFLINE is set" in message) == (no_hub == "HF_HUB_OFFLINE")
+    with pytest.raises(UserError, match=OFFLINE_MESSAGE):
+        zoo.load_bert_config(ref if zoo.zoo_model(ref) is None else "hfl/not-in-the-zoo")
+
+
+def _verb_args(verb: str, model: str, out: Path, shared_data: Path) -> list[str]:
+    return {
+        "fill-mask": ["fill-mask", model, "北京是中国的[MASK][MASK]。"],
+        "finetune": ["finetune", "chnsenticorp", "--model", model, "--out", str(out), "--seeds", "1",
+                     "--data-dir", str(shared_data / "tasks"), "--no-progress"],
+        "pretrain": ["pretrain", "--recipe", "tiny-cpu", "--init", model, "--data", str(out.parent / "no-data"),
+                     "--out", str(out), "--no-progress"],
+        "convert": ["convert", "hf-to-tf", model, str(out)],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", ["fill-mask", "finetune", "pretrain", "convert"])
+@pytest.mark.parametrize("model", ["roberta-wwm-ext", "hfl/chinese-roberta-wwm-ext"])
+def test_every_verb_taking_a_model_fails_offline_before_writing(no_hub, verb, model, tmp_path, capsys,
+                                                                 shared_data):
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    assert main(_verb_args(verb, model, out, shared_data)) == 2
+    assert time.perf_counter() - started <= 5
+    err = capsys.readouterr().err
+    assert err.startswith(f"bertwwm {verb}: error: {model}: ") and OFFLINE_MESSAGE in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback, no retry chatter
+    assert not out.exists()
+
+
+def test_cached_hub_model_loads_offline(tmp_path, monkeypatch, capsys):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from bertwwm.tokens import save_tokenizer
+
+    source = tmp_path / "source"
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64)).save_pretrained(str(source))
+    save_tokenizer(source)
+    cache = tmp_path / "hf-cache"
+    snapshot = _fake_hub_cache(cache, "someone/tiny-bert", source)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert zoo.resolve_model("someone/tiny-bert") == str(snapshot)
+    assert zoo.load_bert_config("someone/tiny-bert").hidden_size == 32
+    assert main(["fill-mask", "someone/tiny-bert", "北京是中国的[MASK][MASK]。", "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    # a snapshot holding only a config (e.g. from an earlier config lookup) is not a usable model
+    partial = _fake_hub_cache(cache, "someone/config-only", source)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=OFFLINE_MESSAGE):
+        zoo.resolve_model("someone/config-only")
+
+
+def test_a_missing_local_folder_is_said_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    (tmp_path / "runs").mkdir()
+    started = time.perf_counter()
+    assert main(["fill-mask", "runs/nonexistent", "北京是[MASK]。"]) == 2
+    assert time.perf_counter() - started <= 5
+    err = capsys.readouterr().err
+    assert err.startswith("bertwwm fill-mask: error: runs/nonexistent: no such local folder (runs/ exists")
+    # without runs/ here, "runs/nonexistent" could be a hub id: both readings are named
+    (tmp_path / "runs").rmdir()
+    assert main(["fill-mask", "runs/nonexistent", "北京是[MASK]。"]) == 2
+    assert f"no such local folder, and {OFFLINE_MESSAGE}" in capsys.readouterr().err
 
 
 def test_tf_folder_is_converted_once_into_the_cache(tiny_tf, tmp_path):

@@ -54,12 +54,12 @@ def _is_bert_punctuation(cp: int) -> bool:
 
 
 @functools.cache
-def _backend():
+def _backend(vocab_path: str | None = None):
     """A private copy of the fast tokenizer's Rust backend: no truncation/padding left over from other
     callers, and literal "[SEP]" in text read as text, never as a special token."""
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(chinese_tokenizer().backend_tokenizer.to_str())
+    backend = Tokenizer.from_str(chinese_tokenizer(vocab_path).backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()
     backend.encode_special_tokens = True
@@ -67,11 +67,11 @@ def _backend():
 
 
 @functools.cache
-def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tables(vocab_path: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class per BMP code point, token id per BMP code point, is-## flag per token id)."""
     classes = np.zeros(0x10000, dtype=np.uint8)
     ids = np.full(0x10000, -1, dtype=np.int32)
-    backend = _backend()
+    backend = _backend(vocab_path)
     cjk = [cp for lo, hi in _CJK_BMP for cp in range(lo, hi + 1)]
     punctuation = [cp for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF and _is_bert_punctuation(cp)]
     # Punctuation must also stand apart between letters: the tokenizer's Unicode tables are older than
@@ -88,7 +88,7 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             ids[cp] = enc.ids[0]
     for ch in _BREAK_CHARS:
         classes[ord(ch)] = _BREAK
-    vocab = load_vocab()
+    vocab = load_vocab(vocab_path)
     continuation = np.zeros(len(vocab), dtype=bool)
     for token, i in vocab.items():
         continuation[i] = token.startswith("##")
@@ -101,9 +101,10 @@ def _without_surrogates(text: str) -> str:
     return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
-def _tokenize(joined: str, cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tokenize(joined: str, cps: np.ndarray, vocab_path: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokens of `joined` (whose code points are `cps`) as (ids, start, end) in character offsets."""
-    classes, single_ids, _ = _tables()
+    classes, single_ids, _ = _tables(vocab_path)
     bmp = np.minimum(cps, 0xFFFF)
     cls = np.where(cps > 0xFFFF, _OTHER, classes[bmp])
 
@@ -114,7 +115,7 @@ def _tokenize(joined: str, cps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     edges = np.flatnonzero(np.diff(other))
     run_starts, run_ends = edges[0::2], edges[1::2]
     runs = [joined[s:e] for s, e in zip(run_starts.tolist(), run_ends.tolist())]
-    encodings = _backend().encode_batch(runs, add_special_tokens=False) if runs else []
+    encodings = _backend(vocab_path).encode_batch(runs, add_special_tokens=False) if runs else []
     counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     n_other = int(counts.sum())
     other_ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=n_other)
@@ -152,13 +153,17 @@ def _locate_words(text: str, words: list[str]) -> tuple[list[int], list[int]]:
 
 
 class WordAligner:
-    """Segment texts into words and tokenize them, flagging the first token of every word."""
+    """Segment texts into words and tokenize them, flagging the first token of every word.
 
-    def __init__(self, segmenter: "str | Segmenter" = "jieba", *, user_dict=None, model_path=None):
-        self._spec = (segmenter, user_dict, model_path) if isinstance(segmenter, str) else None
+    `vocab`: the vocab.txt of an extended vocabulary (`bertwwm vocab extend`); None: the shipped one."""
+
+    def __init__(self, segmenter: "str | Segmenter" = "jieba", *, user_dict=None, model_path=None,
+                 vocab: str | None = None):
+        self._spec = (segmenter, user_dict, model_path, vocab) if isinstance(segmenter, str) else None
         if isinstance(segmenter, str):
             segmenter = get_segmenter(segmenter, user_dict=user_dict, model_path=model_path)
         self.segmenter = segmenter
+        self.vocab = None if vocab is None else str(vocab)
 
     def __getstate__(self):
         # Segmenters hold native objects (rjieba, LTP models) that do not pickle; a named segmenter is
@@ -167,8 +172,8 @@ class WordAligner:
 
     def __setstate__(self, state):
         if "spec" in state:
-            name, user_dict, model_path = state["spec"]
-            self.__init__(name, user_dict=user_dict, model_path=model_path)
+            name, user_dict, model_path, vocab = state["spec"]
+            self.__init__(name, user_dict=user_dict, model_path=model_path, vocab=vocab)
         else:
             self.__dict__.update(state)
 
@@ -190,7 +195,7 @@ class WordAligner:
         words = cut_many(self.segmenter, texts)
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         text_base = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))  # + 1: the separator
-        ids, tok_start, tok_end = _tokenize(joined, cps)
+        ids, tok_start, tok_end = _tokenize(joined, cps, self.vocab)
 
         word_starts, word_ends = self._word_spans(texts, words, text_base)
         # Per character: covered by a segmenter word? which word? which text? (bincount + cumsum over
@@ -209,7 +214,7 @@ class WordAligner:
         covered = covered_char[first] & covered_char[last] & (tok_end > tok_start)
         text_of_token = text_of_char[first]
 
-        _, _, continuation = _tables()
+        _, _, continuation = _tables(self.vocab)
         is_unk = ids == UNK_ID
         starts = np.ones(n, dtype=bool)
         if n > 1:

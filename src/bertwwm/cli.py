@@ -7,6 +7,7 @@ module is imported, so `bertwwm show-masking` does not pay for importing torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -16,9 +17,12 @@ from bertwwm.errors import EXIT_USAGE, UserError
 # name -> (module, one-line help). Order is the pipeline's order.
 VERBS: dict[str, tuple[str, str]] = {
     "show-masking": ("bertwwm.show_masking", "show character vs whole-word masking of a sentence"),
+    "vocab": ("bertwwm.vocab_extend", "extend a model's vocabulary with a domain corpus's characters (vocab extend)"),
     "prepare": ("bertwwm.prepare", "turn raw text into masked pretraining instances (sharded, resumable)"),
     "inspect": ("bertwwm.inspect_data", "print a prepared folder's stats and decode a few instances"),
+    "init": ("bertwwm.init_model", "write a randomly initialised model: the no-pretraining control"),
     "pretrain": ("bertwwm.pretrain", "pretrain or continue pretraining a BERT-wwm model"),
+    "shrink": ("bertwwm.shrink", "cut a smaller model from chosen layers of a bigger one (RBT3-style)"),
     "plot": ("bertwwm.plot", "draw a run's loss and accuracy curves as PNG"),
     "fill-mask": ("bertwwm.fill_mask", "fill [MASK] spans with a masked language model"),
     "finetune": ("bertwwm.finetune", "fine-tune on one of the eight benchmarks over many seeds"),
@@ -62,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full disk outside the atomic writers (appended logs, TensorBoard events)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from bertwwm.fileio import disk_full_error
+
+        print(f"bertwwm {args.verb}: error: {disk_full_error(e, e.filename or '.')}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ import numpy as np
 import torch
 
 from bertwwm.masking import MaskingConfig, mask_batch
-from bertwwm.tokens import PAD_ID, VocabInfo
-
-IGNORE_INDEX = -100  # label of positions that are not predicted (torch's CrossEntropyLoss default)
+from bertwwm.tokens import IGNORE_INDEX, PAD_ID, VocabInfo
 
 
 class WholeWordMaskCollator:

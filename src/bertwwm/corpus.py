@@ -134,7 +134,12 @@ def _read_file(path: Path, doc_per_line: bool, counts: CorpusCounts) -> Iterator
     with raw, stream:
         start_bytes = counts.input_bytes
         try:  # I/O errors and truncated or corrupt gzip data, wherever they surface
-            fmt = file_format(path, stream.peek(8192)[:8192])
+            head = stream.peek(8192)[:8192]
+            _check_encoding(path, head)
+            if head.startswith(UTF8_BOM):
+                stream.read(len(UTF8_BOM))  # a UTF-8 byte order mark is not text
+                head = head[len(UTF8_BOM):]
+            fmt = file_format(path, head)
             if fmt == "text":
                 docs = _text_documents(path, stream, raw, doc_per_line, counts, start_bytes)
             elif fmt == "jsonl":
@@ -145,6 +150,35 @@ def _read_file(path: Path, doc_per_line: bool, counts: CorpusCounts) -> Iterator
         except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"cannot read ({e})", path) from None
         counts.input_bytes = start_bytes + raw.tell()
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32",
+              b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+def _check_encoding(path: Path, head: bytes) -> None:
+    """UTF-16/32 text would be dropped line by line as "not UTF-8" or NUL-laden; say what it is instead."""
+    encoding = next((name for bom, name in _WIDE_BOMS.items() if head.startswith(bom)), None)
+    if encoding is None and len(head) >= 64 and not _is_utf8_prefix(head):
+        for codec in ("utf-16-le", "utf-16-be"):  # without a BOM: mostly CJK, ASCII and newlines when decoded?
+            text = head[:len(head) & ~1].decode(codec, errors="replace")
+            plain = sum(1 for ch in text if ch in "\n\r\t" or " " <= ch <= "~" or "\u3000" <= ch <= "\u9fff"
+                        or "\uff00" <= ch <= "\uffef")
+            if "\n" in text and plain > 0.95 * len(text):
+                encoding = codec.upper().replace("-LE", "LE").replace("-BE", "BE") + " (no byte order mark)"
+                break
+    if encoding is not None:
+        raise UserError(f"the file is {encoding}, not UTF-8; convert it first, e.g. "
+                        f"`iconv -f {encoding.split()[0]} -t UTF-8 {path.name} > {path.stem}.utf8.txt`", path)
+
+
+def _is_utf8_prefix(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3 and e.reason == "unexpected end of data"  # cut inside the last character
+    return True
 
 
 def _raw_lines(stream: BinaryIO, limit: int, counts: CorpusCounts) -> Iterator[tuple[int, bytes]]:
@@ -233,11 +267,12 @@ def _text_documents(path, stream, raw, doc_per_line, counts, start_bytes) -> Ite
         paragraphs.append(text)
         doc_chars += len(text) + 1
         if not saw_blank:
-            first_doc_lines += 1
-            # No blank line yet: either one very long document or one document per line. Refuse to guess.
-            if first_doc_lines > 100_000 or doc_chars > MAX_DOCUMENT_CHARS:
+            first_doc_lines = lineno  # physical lines: the pieces of one over-long line count once
+            # No blank line yet: either one very long document or one document per line. Refuse to guess;
+            # a single (over-long) line so far is one document, handed on in parts below.
+            if lineno > 1 and (lineno > 100_000 or doc_chars > MAX_DOCUMENT_CHARS):
                 raise _no_blank_line_error(path, lineno)
-        elif doc_chars > MAX_DOCUMENT_CHARS:  # keep memory bounded: hand on what we have (cut again later)
+        if doc_chars > MAX_DOCUMENT_CHARS:  # keep memory bounded: hand on what we have (cut again later)
             yield Document("\n".join(paragraphs), str(path), doc_line)
             paragraphs = []
             counts.split_long_documents += 1

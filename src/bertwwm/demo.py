@@ -1,11 +1,14 @@
 """`bertwwm demo` (what `make demo` runs): the BERT-wwm report's pipeline in miniature, on data shipped in the package.
 
 1. print the report's whole-word-masking example (Table 1);
-2. prepare whole-word-masked and character-masked pretraining data from the shipped corpus sample;
-3. pretrain two tiny models with equal budgets (same steps, batch, seed, data order); masking is the only
-   difference;
-4. fine-tune each on ChnSentiCorp and CMRC 2018 slices over several seeds;
-5. print the report-style "max (mean)" table and save PNGs of the loss curves and of the per-seed scores.
+2. prepare the shipped corpus sample once (token ids and word starts; masks are drawn at training time, so
+   both models see the same instances in the same order and masking is the only difference);
+3. pretrain two tiny models under equal wall-time budgets, one with whole word masking and one with
+   character masking, and write the same model without pretraining (the random-init control: the very
+   weights both runs start from);
+4. fine-tune all three on ChnSentiCorp and CMRC 2018 slices over several seeds;
+5. print the report-style "max (mean)" table with an honest reading, and save PNGs of the pretraining curves
+   (held-out MLM loss against the unigram reference) and of the per-seed scores.
 
 Every output lands in one run folder. Each step skips when its output is complete (prepare, pretrain and
 finetune are themselves resumable), so a second run, or a run after an interruption, reuses finished work.
@@ -26,45 +29,41 @@ from bertwwm.fileio import atomic_write_json, atomic_write_text
 
 EXAMPLE = "使用语言模型来预测下一个词的probability。"
 POLICIES = ("wwm", "char")
+CONTROL = "random"  # the models the table compares: POLICIES, then the random-init control
 TASKS = ("chnsenticorp", "cmrc2018")
 STATE_FILE = "demo.json"
+RECIPE = "tiny-cpu-fast"
+LABELS = {"wwm": "tiny BERT-wwm", "char": "tiny BERT (char masking)", CONTROL: "tiny BERT, random init (no pretraining)"}
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much work the demo does. Both models always get the same pretraining budget."""
+    """How much work the demo does. Both pretrained models always get the same budget."""
 
     name: str
-    corpus_chars: int | None        # characters of the shipped corpus sample to use (None: all 2.0M)
-    dupe_factor: int                # static masking: differently masked copies of the corpus
-    pretrain_steps: int
-    pretrain_batch: int
+    corpus_chars: int | None        # characters of the shipped corpus sample to use (None: all)
+    pretrain_seconds: float         # wall time of each pretraining run
     seeds: int
-    # fine-tuning: (train examples, dev examples) taken from the start of the shipped slices (None: all)
+    # fine-tuning: (train examples, dev examples): stratified samples of the shipped slices (None: all)
     chnsenticorp: tuple[int | None, int | None]
     cmrc2018: tuple[int | None, int | None]
     chnsenticorp_max_len: int = 128
     cmrc2018_max_len: int = 256
-    chnsenticorp_epochs: float = 3.0
-    cmrc2018_epochs: float = 2.0
-    # A 2-layer model trained for minutes needs larger steps than the report's 2e-5 / 3e-5 for BERT-base
-    # (with those it stays at the majority class).
-    chnsenticorp_lr: float = 5e-4
-    cmrc2018_lr: float = 3e-4
-    eval_every: int = 50
+    pretrain_max_steps: int | None = None  # the test budget stops on steps, not time, to be CPU-independent
+    eval_every: int = 200
 
 
 BUDGETS = {
-    # `make demo`: ~10 minutes on an idle 2-core CPU.
-    "full": Budget("full", corpus_chars=None, dupe_factor=2, pretrain_steps=200, pretrain_batch=32, seeds=3,
-                   chnsenticorp=(1000, 200), cmrc2018=(300, 200)),
-    # `bertwwm demo --quick`: the same steps on much less data, a few minutes.
-    "quick": Budget("quick", corpus_chars=300_000, dupe_factor=1, pretrain_steps=60, pretrain_batch=16, seeds=3,
-                    chnsenticorp=(400, 100), cmrc2018=(100, 60), cmrc2018_max_len=192, eval_every=20),
+    # `make demo`: about 13 minutes on an idle 2-core CPU.
+    "full": Budget("full", corpus_chars=None, pretrain_seconds=240, seeds=3,
+                   chnsenticorp=(None, None), cmrc2018=(None, None)),
+    # `bertwwm demo --quick`: the same steps with less of everything, a few minutes.
+    "quick": Budget("quick", corpus_chars=600_000, pretrain_seconds=60, seeds=2,
+                    chnsenticorp=(500, 100), cmrc2018=(150, 60), cmrc2018_max_len=192, eval_every=100),
     # The test suite: every step once, in seconds.
-    "test": Budget("test", corpus_chars=40_000, dupe_factor=1, pretrain_steps=4, pretrain_batch=8, seeds=1,
+    "test": Budget("test", corpus_chars=40_000, pretrain_seconds=3600, pretrain_max_steps=4, seeds=1,
                    chnsenticorp=(32, 32), cmrc2018=(12, 12), chnsenticorp_max_len=64, cmrc2018_max_len=128,
-                   chnsenticorp_epochs=1, cmrc2018_epochs=1, eval_every=2),
+                   eval_every=2),
 }
 
 
@@ -143,6 +142,12 @@ def _corpus(run: Demo) -> Path:
     return target
 
 
+def _recipe():
+    from bertwwm.pretrain import config_from_recipe, load_recipe
+
+    return config_from_recipe(*load_recipe(RECIPE))
+
+
 def step_show_masking(run: Demo) -> None:
     from bertwwm.show_masking import format_rows, show_masking
 
@@ -153,31 +158,31 @@ def step_show_masking(run: Demo) -> None:
     atomic_write_text(run.out / "show-masking.txt", table + "\n")
 
 
-def step_prepare(run: Demo, policy: str) -> Path:
+def step_prepare(run: Demo) -> Path:
     from bertwwm.prepare import prepare
     from bertwwm.storage import read_manifest
 
-    folder = run.out / f"data-{policy}"
+    folder = run.out / "data"
+    length = _recipe().phases[0].max_seq_length
     t0 = time.perf_counter()
     try:
         manifest = read_manifest(folder)
         reused = True
     except UserError:  # missing or unfinished: prepare resumes whatever an earlier run left
         corpus = _corpus(run)
-        print(f"  preparing {policy}-masked data from {corpus.name} (max length 128, NSP, static masking "
-              f"x{run.budget.dupe_factor}) -> {folder}", flush=True)
-        manifest = prepare([corpus], folder, masking=policy, max_seq_length=128, nsp=True,
-                           dupe_factor=run.budget.dupe_factor, workers=run.workers, seed=run.seed,
-                           progress=run.progress)
+        print(f"  segmenting and tokenising {corpus.name} once (max length {length}, no NSP; masks are drawn "
+              f"per batch, so both models see the same instances) -> {folder}", flush=True)
+        manifest = prepare([corpus], folder, max_seq_length=length, nsp=False, dynamic=True, workers=run.workers,
+                           seed=run.seed, progress=run.progress)
         reused = False
     c = manifest["counts"]
-    run.record(f"prepare {policy}", reused, time.perf_counter() - t0, instances=c["instances"], tokens=c["tokens"])
+    run.record("prepare", reused, time.perf_counter() - t0, instances=c["instances"], tokens=c["tokens"])
     print(f"  {c['instances']:,} instances, {c['tokens']:,} tokens", flush=True)
     return folder
 
 
 def step_pretrain(run: Demo, policy: str, data: Path) -> Path:
-    from bertwwm.pretrain import config_from_recipe, load_recipe, pretrain
+    from bertwwm.pretrain import config_from_recipe, load_recipe, pretrain, scale_steps
 
     folder = run.out / f"pretrain-{policy}"
     final = folder / "final"
@@ -188,71 +193,101 @@ def step_pretrain(run: Demo, policy: str, data: Path) -> Path:
     b = run.budget
     import torch
 
-    recipe, where = load_recipe("tiny-cpu")
-    # Static masks come from the prepared data, so the masking policy lives there; `policy` is recorded for
-    # clarity and data_masking="static" makes pretrain check that the data really carries its masks.
-    cfg = config_from_recipe(recipe, where, out=str(folder), data=str(data), seed=run.seed, policy=policy,
-                             data_masking="static", resume=True, progress=run.progress,
-                             save_every=max(1, b.pretrain_steps // 2), eval_every=b.eval_every,
-                             log_every=max(1, min(10, b.pretrain_steps // 4)),
-                             eval_instances=min(256, 8 * b.pretrain_batch), threads=torch.get_num_threads())
-    for phase in cfg.phases:
-        phase.steps, phase.batch_size = b.pretrain_steps, b.pretrain_batch
-    print(f"  tiny BERT (2 layers, hidden 128), {b.pretrain_steps} steps x batch {b.pretrain_batch} at length 128, "
-          f"{policy}-masked data, seed {run.seed} -> {folder}", flush=True)
+    timed = b.pretrain_max_steps is None
+    cfg = config_from_recipe(*load_recipe(RECIPE), out=str(folder), data=str(data), seed=run.seed, policy=policy,
+                             resume=folder.is_dir(), progress=run.progress, eval_every=b.eval_every,
+                             save_every=10**9 if timed else max(1, b.pretrain_max_steps // 2),
+                             time_budget=b.pretrain_seconds if timed else None, threads=torch.get_num_threads())
+    if not timed:
+        scale_steps(cfg, b.pretrain_max_steps)
+    what = f"{b.pretrain_seconds:.0f} s of wall time" if timed else f"{b.pretrain_max_steps} steps"
+    print(f"  tiny BERT (2 layers, hidden 128) from random init, recipe {RECIPE}, {policy} masking, {what}, "
+          f"seed {run.seed} -> {folder}", flush=True)
     final = pretrain(cfg)
     run.record(f"pretrain {policy}", False, time.perf_counter() - t0)
     return final
 
 
-def step_finetune(run: Demo, task: str, policy: str, model: Path) -> Path:
+def step_control(run: Demo) -> Path:
+    """The random-init control: the recipe's model built under the same seed, i.e. the pretraining runs'
+    starting weights, written as a model folder and never trained."""
+    from bertwwm.init_model import init_model
+
+    folder = run.out / "random-init"
+    t0 = time.perf_counter()
+    reused = (folder / "config.json").is_file()
+    if not reused:
+        init_model(folder, preset=_recipe().preset, seed=run.seed)
+    run.record("random-init control", reused, time.perf_counter() - t0)
+    return folder
+
+
+def step_finetune(run: Demo, task: str, name: str, model: Path) -> Path:
     from bertwwm.finetune import finetune, read_results
 
     b = run.budget
-    folder = run.out / f"finetune-{task}-{policy}"
+    folder = run.out / f"finetune-{task}-{name}"
     n_train, n_dev = getattr(b, task)
     t0 = time.perf_counter()
     seeds = list(range(1, b.seeds + 1))
     done = {r["seed"] for r in read_results(folder)}
-    reused = set(seeds) <= done
-    if reused:  # not even a settings check: a finished run folder stays reusable after being moved
-        run.record(f"finetune {task} {policy}", True, time.perf_counter() - t0)
+    if set(seeds) <= done:  # not even a settings check: a finished run folder stays reusable after being moved
+        run.record(f"finetune {task} {name}", True, time.perf_counter() - t0)
         return folder
-    print(f"  {task} on the {policy} model: seeds {seeds[0]}..{seeds[-1]}, "
-          f"{n_train or 'all'} train / {n_dev or 'all'} dev examples -> {folder}", flush=True)
+    print(f"  {task} on {LABELS[name]}: seeds {seeds[0]}..{seeds[-1]}, {n_train or 'all'} train / "
+          f"{n_dev or 'all'} dev examples, learning rate and epochs by model size -> {folder}", flush=True)
     finetune(task, str(model.resolve()), folder, seeds=seeds, data_dir=task_data_dir(), save_model=False,
-             progress=run.progress, epochs=getattr(b, f"{task}_epochs"), learning_rate=getattr(b, f"{task}_lr"),
-             max_seq_length=getattr(b, f"{task}_max_len"), batch_size=32 if task == "chnsenticorp" else 16,
-             max_train_examples=n_train, max_eval_examples=n_dev)
-    run.record(f"finetune {task} {policy}", False, time.perf_counter() - t0)
+             progress=run.progress, max_seq_length=getattr(b, f"{task}_max_len"),
+             batch_size=32 if task == "chnsenticorp" else 16, max_train_examples=n_train, max_eval_examples=n_dev)
+    run.record(f"finetune {task} {name}", False, time.perf_counter() - t0)
     return folder
 
 
+def pretraining_summary(folder: Path) -> dict:
+    """The last held-out evaluation of a pretraining run: MLM accuracy and loss, and the unigram reference."""
+    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    evals = [r for r in map(json.loads, lines) if r.get("split") == "eval"]
+    train = [r for r in map(json.loads, lines) if r.get("split") == "train"]
+    if not evals:
+        raise UserError("the pretraining run has no held-out evaluation", folder / "metrics.jsonl")
+    last = evals[-1]
+    return {"heldout_mlm_acc": last["mlm_acc"], "heldout_mlm_loss": last["mlm_loss"],
+            "unigram_loss": last["unigram_loss"], "unigram_acc": last["unigram_acc"], "steps": last["step"],
+            "seconds": train[-1]["elapsed_s"] if train else None}
+
+
 def plot_pretraining(runs: dict[str, Path], png: Path) -> Path:
-    """Both models' MLM loss and accuracy on one figure (train and held-out), so the two curves compare directly."""
+    """Both models' held-out MLM loss and accuracy against their unigram references, so a plateau (a curve on
+    the reference line) and learning (a curve below it) read at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from bertwwm.fileio import atomic_path
-    from bertwwm.plot import read_metrics
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, (policy, folder) in enumerate(runs.items()):
-        for split, series in read_metrics(folder).items():
-            style = dict(color=f"C{k}", linewidth=1.0, alpha=0.7) if split == "train" else \
-                dict(color=f"C{k}", linewidth=2.0, marker="o", markersize=4)
-            for key, ax in (("mlm_loss", ax_loss), ("mlm_acc", ax_acc)):
-                if key in series:
-                    ax.plot(*series[key], label=f"{policy} {split}", **style)
-    ax_loss.set_title("MLM loss (on each model's own masks)")
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        for split, style in (("train", dict(linewidth=1.0, alpha=0.5)), ("eval", dict(linewidth=2.0, marker="o",
+                                                                                      markersize=3))):
+            rows = [r for r in records if r.get("split") == split]
+            steps = [r["step"] for r in rows]
+            ax_loss.plot(steps, [r["mlm_loss"] for r in rows], color=f"C{k}", label=f"{policy} {split}", **style)
+            ax_acc.plot(steps, [r["mlm_acc"] for r in rows], color=f"C{k}", label=f"{policy} {split}", **style)
+        evals = [r for r in records if r.get("split") == "eval"]
+        if evals:
+            ax_loss.axhline(evals[-1]["unigram_loss"], color=f"C{k}", linestyle="--", linewidth=1,
+                            label=f"{policy} unigram reference (the plateau)")
+            ax_acc.axhline(evals[-1]["unigram_acc"], color=f"C{k}", linestyle="--", linewidth=1,
+                           label=f"{policy} unigram reference")
+    ax_loss.set_title("MLM loss (train: the training masks; eval: held-out, 15%)")
     ax_acc.set_title("MLM accuracy")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("pretraining with equal budgets: whole word masking vs character masking")
+        ax.legend(fontsize=7)
+    fig.suptitle("pretraining under equal wall-time budgets: whole word masking vs character masking")
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -260,38 +295,92 @@ def plot_pretraining(runs: dict[str, Path], png: Path) -> Path:
     return png
 
 
-def step_report(run: Demo, pretrain_runs: dict[str, Path], finetune_runs: dict[tuple[str, str], Path]) -> str:
+def _mean_sd(summary: dict) -> tuple[float, float, int]:
+    """Mean, standard deviation and count of a run's dev headline metric (accuracy, or F1 for CMRC 2018)."""
+    task = summary["task"]
+    from bertwwm.tasks.registry import get_task
+
+    metric = "/".join(get_task(task).report_metrics[-1])
+    s = summary["dev"][metric]
+    return s["mean"], s["std"], s["n"]
+
+
+def reading(pretraining: dict[str, dict], summaries: dict[tuple[str, str], dict]) -> str:
+    """One honest paragraph about what the table shows, written from the numbers (not from hopes)."""
+    from bertwwm.tasks.registry import get_task
+
+    parts = []
+    wwm = pretraining.get("wwm")
+    if wwm:
+        learned = wwm["heldout_mlm_loss"] < wwm["unigram_loss"] - 0.05
+        parts.append(f"Pretraining: the WWM model predicts {wwm['heldout_mlm_acc']:.1%} of held-out masked tokens "
+                     f"(loss {wwm['heldout_mlm_loss']:.2f}; predicting from frequency alone gives "
+                     f"{wwm['unigram_acc']:.1%} and {wwm['unigram_loss']:.2f}), so it "
+                     + ("has learned to use context." if learned else "is still on the unigram plateau."))
+    for task in TASKS:
+        title = get_task(task).title
+        rows = {name: _mean_sd(summaries[(task, name)]) for name in (*POLICIES, CONTROL) if (task, name) in summaries}
+        if "wwm" not in rows or CONTROL not in rows:
+            continue
+        (m_w, sd_w, n), (m_r, sd_r, _) = rows["wwm"], rows[CONTROL]
+        gap, noise = m_w - m_r, max(sd_w, sd_r, 1e-9)
+        verdict = ("clearly helps" if gap > 2 * noise else "helps, within about two seed deviations"
+                   if gap > 0 else "does not help")
+        line = (f"{title}: pretrained WWM {m_w:.1f} vs random init {m_r:.1f} (dev, mean of {n} seeds; seed sd "
+                f"{sd_w:.1f} / {sd_r:.1f}): pretraining {verdict} ({gap:+.1f}).")
+        if "char" in rows:
+            m_c, sd_c, _ = rows["char"]
+            diff = m_w - m_c
+            line += (f" WWM vs char masking: {m_w:.1f} vs {m_c:.1f} ({diff:+.1f}); "
+                     + ("a difference larger than the seed spread." if abs(diff) > 2 * max(sd_w, sd_c, 1e-9)
+                        else "within the seed spread, so this run cannot rank the two policies."))
+        parts.append(line)
+    parts.append("The seeds vary fine-tuning only; each policy has one pretraining run, so the pretraining "
+                 "seed's own variance is not in these numbers (benchmarks/ablation.py measures it). Models this "
+                 "small and this briefly trained are far from the report's BERT-base numbers.")
+    return " ".join(parts)
+
+
+def step_report(run: Demo, pretrain_runs: dict[str, Path], finetune_runs: dict[tuple[str, str], Path]) -> dict:
     from bertwwm.plot import plot_run
     from bertwwm.report import load_run, plot_runs, render_tables, summarize
 
     t0 = time.perf_counter()
     curves = [plot_run(folder) for folder in pretrain_runs.values()]  # RUN/curves.png, one per model
     loss_png = plot_pretraining(pretrain_runs, run.out / "pretrain-loss.png")
-    rows = [(f"tiny BERT-{policy}" if policy == "wwm" else "tiny BERT (char)", summarize(load_run(folder)))
-            for (task, policy), folder in finetune_runs.items()]
+    pretraining = {LABELS[p]: pretraining_summary(folder) for p, folder in pretrain_runs.items()}
+    summaries = {key: summarize(load_run(folder)) for key, folder in finetune_runs.items()}
+    rows = [(LABELS[name], summaries[(task, name)]) for (task, name) in finetune_runs]
     table = render_tables(rows)
+    text = reading({p: pretraining[LABELS[p]] for p in pretrain_runs}, summaries)
     scores_png = run.out / "finetune-scores.png"
     plot_runs(rows, scores_png)
-    atomic_write_text(run.out / "results.md", _results_markdown(run, table))
-    atomic_write_json(run.out / "results.json", [{"label": label, **s} for label, s in rows])
+    atomic_write_text(run.out / "results.md", _results_markdown(run, table, text))
+    atomic_write_json(run.out / "results.json",
+                      [{"label": label, **s, **({"control": True} if name == CONTROL else {})}
+                       for (label, s), (_, name) in zip(rows, finetune_runs)])
     run.record("report", False, time.perf_counter() - t0)
     print(table, end="")
-    print(f"\n  PNGs: {loss_png.name} (both models' pretraining curves), {scores_png.name} (per-seed scores), "
-          + ", ".join(str(p.relative_to(run.out)) for p in curves))
-    return table
+    print("\n" + text)
+    print(f"\n  PNGs: {loss_png.name} (pretraining curves against the unigram reference), {scores_png.name} "
+          "(per-seed scores), " + ", ".join(str(p.relative_to(run.out)) for p in curves))
+    return {"table": table, "reading": text, "pretraining": pretraining}
 
 
-def _results_markdown(run: Demo, table: str) -> str:
+def _results_markdown(run: Demo, table: str, text: str) -> str:
     b = run.budget
-    return (f"# bertwwm demo: whole word masking vs character masking ({b.name} budget)\n\n"
-            f"Two tiny BERT models (2 layers, hidden 128) pretrained for {b.pretrain_steps} steps of "
-            f"{b.pretrain_batch} sequences (length 128, seed {run.seed}) on the same corpus sample, one on "
-            f"whole-word-masked data and one on character-masked data, then fine-tuned with {b.seeds} seed(s) "
-            f"per task on the shipped slices (ChnSentiCorp: {b.chnsenticorp[0]} train / {b.chnsenticorp[1]} dev "
-            f"examples, CMRC 2018: {b.cmrc2018[0]} train / {b.cmrc2018[1]} dev questions). Cells read \"max (mean)\" over seeds, as in the report, then the "
-            f"standard deviation. Models this small and this briefly trained are far from the report's numbers; "
-            f"the demo shows the pipeline, and `benchmarks/ablation.py` measures the comparison properly.\n\n"
-            f"{table}\n![pretraining curves](pretrain-loss.png)\n\n![per-seed scores](finetune-scores.png)\n")
+    pretraining = (f"{b.pretrain_seconds:.0f} s of wall time each" if b.pretrain_max_steps is None
+                   else f"{b.pretrain_max_steps} steps each")
+    return (f"# bertwwm demo: whole word masking vs character masking vs no pretraining ({b.name} budget)\n\n"
+            f"Two tiny BERT models (2 layers, hidden 128) pretrained from the same random weights with the "
+            f"`{RECIPE}` recipe ({pretraining}, seed {run.seed}) on the same instances of the shipped corpus "
+            f"sample, one with whole word masking and one with character masking; and those random weights "
+            f"without pretraining (the control). Each is fine-tuned with {b.seeds} seed(s) per task on the shipped "
+            f"slices (ChnSentiCorp: {b.chnsenticorp[0] or 'all'} train / {b.chnsenticorp[1] or 'all'} dev "
+            f"examples, CMRC 2018: {b.cmrc2018[0] or 'all'} train / {b.cmrc2018[1] or 'all'} dev questions), with "
+            f"the learning rate and epochs bertwwm picks by model size. Cells read \"max (mean)\" over seeds, as "
+            f"in the report, then the standard deviation.\n\n{table}\n{text}\n\n"
+            f"![pretraining curves](pretrain-loss.png)\n\n![per-seed scores](finetune-scores.png)\n")
 
 
 # ------------------------------------------------------------------------------------------------- API
@@ -316,7 +405,7 @@ def demo(out: str | Path = "runs/demo", *, budget: str | Budget = "full", seed: 
     from transformers.utils import logging as hf_logging
 
     # Loading a pretraining checkpoint into a task model always reports the dropped pretraining heads and
-    # the new task head; expected here, and 12 such tables would bury the demo's own progress.
+    # the new task head; expected here, and 18 such tables would bury the demo's own progress.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -332,18 +421,20 @@ def _run_steps(run: Demo) -> dict:
     print(f"bertwwm demo ({budget.name} budget) -> {out.resolve()}", flush=True)
 
     step_show_masking(run)
-    run.header(2, "prepare whole-word-masked and character-masked pretraining data")
-    data = {policy: step_prepare(run, policy) for policy in POLICIES}
-    run.header(3, "pretrain two tiny models with equal budgets (masking is the only difference)")
-    models = {policy: step_pretrain(run, policy, data[policy]) for policy in POLICIES}
+    run.header(2, "prepare the pretraining data once (masks are drawn per batch, by each model's policy)")
+    data = step_prepare(run)
+    run.header(3, "pretrain two tiny models with equal budgets (masking is the only difference), and the control")
+    models = {policy: step_pretrain(run, policy, data) for policy in POLICIES}
+    models[CONTROL] = step_control(run)
     run.header(4, f"fine-tune each model on ChnSentiCorp and CMRC 2018, {budget.seeds} seed(s) each")
-    finetuned = {(task, policy): step_finetune(run, task, policy, models[policy])
-                 for task in TASKS for policy in POLICIES}
-    run.header(5, "report: max (mean) over seeds, loss curves, per-seed scores")
-    table = step_report(run, {p: m.parent for p, m in models.items()}, finetuned)
+    finetuned = {(task, name): step_finetune(run, task, name, models[name])
+                 for task in TASKS for name in (*POLICIES, CONTROL)}
+    run.header(5, "report: max (mean) over seeds, pretraining curves, per-seed scores")
+    report = step_report(run, {p: models[p].parent for p in POLICIES}, finetuned)
 
     total = time.perf_counter() - run.started
-    state.update(out=str(out.resolve()), steps=run.steps, seconds=round(total, 1), table=table,
+    state.update(out=str(out.resolve()), steps=run.steps, seconds=round(total, 1), table=report["table"],
+                 reading=report["reading"], pretraining=report["pretraining"],
                  reused=[s["step"] for s in run.steps if s["reused"]])
     atomic_write_json(out / STATE_FILE, state)
     print(f"\ndemo finished in {total:.0f}s ({len(state['reused'])} step(s) reused); everything is in "
@@ -370,4 +461,3 @@ def run(args: argparse.Namespace) -> int:
     demo(out, budget="quick" if args.quick else "full", seed=args.seed, workers=args.workers,
          progress=not args.no_progress)
     return 0
-

@@ -16,18 +16,20 @@ from pathlib import Path
 
 from bertwwm.errors import UserError
 from bertwwm.tasks import readers
-from bertwwm.tasks.registry import Task, get_task
+from bertwwm.tasks.registry import Task, get_task, with_classes
 
 
-def evaluate_files(task: str | Task, gold: str | Path, predictions: str | Path) -> dict:
+def evaluate_files(task: str | Task, gold: str | Path, predictions: str | Path,
+                   classes: str | Path | None = None) -> dict:
+    """The official metric of `predictions` against the `gold` file, which may sit at any path (THUCNews:
+    the ten official classes, or `classes`, a class.txt)."""
     from bertwwm.finetune import score
 
-    task = get_task(task) if isinstance(task, str) else task
+    task = with_classes(get_task(task) if isinstance(task, str) else task, classes)
     examples = task.read(gold)
-    preds = readers.read_predictions(predictions, task.prediction_format)
+    preds = readers.read_predictions(predictions, task.prediction_format,
+                                     None if task.is_mrc else len(examples))
     if not task.is_mrc:
-        if len(preds) > len(examples):
-            raise UserError(f"{len(preds)} predictions for {len(examples)} examples in {gold}", predictions)
         preds = list(preds) + [None] * (len(examples) - len(preds))
         unknown = sorted({p for p in preds if p is not None and p not in task.labels})
         if unknown:
@@ -37,11 +39,16 @@ def evaluate_files(task: str | Task, gold: str | Path, predictions: str | Path) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task")
-    parser.add_argument("--gold", required=True, help="the task's file with reference answers/labels")
+    from bertwwm.tasks.registry import TASKS
+
+    parser.add_argument("task", help=f"one of: {', '.join(TASKS)}")
+    parser.add_argument("--gold", required=True,
+                        help="the task's file with reference answers/labels, in its official format, at any path")
     parser.add_argument("--predictions", required=True, help="predictions in the official layout")
+    parser.add_argument("--classes", metavar="FILE",
+                        help="thucnews: class names, one per line (default: the official ten)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(evaluate_files(args.task, args.gold, args.predictions), ensure_ascii=False))
+    print(json.dumps(evaluate_files(args.task, args.gold, args.predictions, args.classes), ensure_ascii=False))
     return 0

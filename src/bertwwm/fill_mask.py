@@ -38,16 +38,17 @@ def load_fill_mask_model(ref: str):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from bertwwm import zoo
-    from bertwwm.tokens import VOCAB_SIZE, chinese_tokenizer
+    from bertwwm.tokens import chinese_tokenizer, model_vocab
 
-    path = zoo.resolve_model(ref)
-    model = AutoModelForMaskedLM.from_pretrained(path, config=zoo.load_bert_config(ref)).eval()
+    path = zoo.resolve_model(ref)  # local folder, zoo, hub cache or hub; offline fails here, in seconds
+    model = AutoModelForMaskedLM.from_pretrained(path, config=zoo.load_bert_config(path)).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
         tokenizer = None
-    if tokenizer is None or len(tokenizer) != VOCAB_SIZE:
-        tokenizer = chinese_tokenizer()  # folders without (or with a broken) tokenizer: the standard vocab
+    if tokenizer is None or len(tokenizer) != model.config.vocab_size:
+        # folders without (or with a broken) tokenizer: the standard vocab, or the folder's extended one
+        tokenizer = chinese_tokenizer(model_vocab(path))
     return model, tokenizer
 
 
@@ -178,6 +179,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for rank, f in enumerate(fill_mask(args.model, args.text, top_k=args.top_k, beam=args.beam), start=1):
+    from bertwwm import zoo
+    from bertwwm.head_check import check_mlm_head
+
+    model, tokenizer = load_fill_mask_model(args.model)
+    check_mlm_head(model, zoo.resolve_model(args.model), "fill-mask")
+    fillings = fill_mask(model, args.text, tokenizer=tokenizer, top_k=args.top_k, beam=args.beam)
+    for rank, f in enumerate(fillings, start=1):
         print(f"{rank}\t{' / '.join(f.words)}\t{f.score:.3f}\t{f.text}")
     return 0

@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -29,8 +28,9 @@ import numpy as np
 
 from bertwwm.errors import UserError
 from bertwwm.fileio import atomic_path, atomic_write_json, atomic_write_text
+from bertwwm.report import read_results  # report reads results.jsonl; finetune resumes from it (never the reverse)
 from bertwwm.tasks import metrics, readers
-from bertwwm.tasks.registry import CJRC, Task, get_task, task_file
+from bertwwm.tasks.registry import CJRC, Task, get_task, task_file, with_classes
 
 SPLIT_SEED = 20190620  # fixed: a task with a single file is split the same way on every machine
 SPLIT_DEV_FRACTION = 0.2
@@ -64,11 +64,36 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
 
-def default_settings(task: Task, model: str, **overrides) -> Settings:
-    values = dict(task=task.name, model=model, learning_rate=task.learning_rate, epochs=task.epochs,
+# Learning rate and epochs by model width, used when --lr / --epochs are not given. The report's values (the
+# task registry's) are for BERT-base and larger; a 2-layer, 128-wide model fine-tuned with them stays near the
+# majority class. Measured on dev sets with `--lr-grid` (docs/finetune.md, "Defaults by model size").
+SIZE_DEFAULTS: tuple[tuple[int, dict[str, tuple[float, float]]], ...] = (
+    # (largest hidden size, {task kind: (learning rate, epochs)})
+    (128, {"classification": (1e-3, 3.0), "mrc": (1e-3, 3.0), "cjrc": (1e-3, 3.0)}),
+    (256, {"classification": (3e-4, 3.0), "mrc": (3e-4, 3.0), "cjrc": (3e-4, 3.0)}),
+    (512, {"classification": (1e-4, 3.0), "mrc": (1e-4, 2.0), "cjrc": (1e-4, 2.0)}),
+)
+
+
+def size_defaults(task: Task, hidden_size: int | None) -> tuple[float, float, str]:
+    """(learning rate, epochs, where they come from) for a model of this width on this task."""
+    for limit, table in SIZE_DEFAULTS:
+        if hidden_size is not None and hidden_size <= limit:
+            lr, epochs = table[task.kind]
+            return lr, epochs, f"bertwwm's defaults for models of hidden size <= {limit}"
+    return task.learning_rate, task.epochs, "the report's hyper-parameters for the task"
+
+
+def default_settings(task: Task, model: str, hidden_size: int | None = None, **overrides) -> Settings:
+    lr, epochs, source = size_defaults(task, hidden_size)
+    values = dict(task=task.name, model=model, learning_rate=lr, epochs=epochs,
                   batch_size=task.batch_size, max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,
                   max_query_length=task.max_query_length, max_answer_length=task.max_answer_length)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    values.setdefault("extra", {})
+    if "learning_rate" not in given or "epochs" not in given:
+        values["extra"] = {**values["extra"], "defaults_from": source}
     s = Settings(**values)
     if s.learning_rate <= 0 or s.epochs <= 0 or s.batch_size <= 0 or s.max_seq_length < 16:
         raise UserError("learning rate, epochs and batch size must be positive and max length at least 16")
@@ -310,15 +335,12 @@ def train_model(model, data: Encoded, settings: Settings, seed: int, device, log
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from bertwwm.optim import parameter_groups
+
     rng = np.random.default_rng(seed)
     model.to(device)
     model.train()
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": settings.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
+    groups = parameter_groups(model, settings.weight_decay)  # BERT's rule: no decay on bias and LayerNorm
     try:  # the fused kernel (CPU and CUDA, torch >= 2.4) is what Trainer uses too; it saves a pass per step
         optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
     except (RuntimeError, TypeError):
@@ -374,29 +396,7 @@ def train_model(model, data: Encoded, settings: Settings, seed: int, device, log
             "final_loss": float(np.mean(losses[-20:])) if losses else None}
 
 
-def set_seed(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # ------------------------------------------------------------------------------------------ the runner
-
-
-def read_results(out: str | Path) -> list[dict]:
-    path = Path(out) / "results.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError("corrupt results line", path, i + 1) from None
-    return rows
 
 
 def _save_model(out: Path, model, tokenizer, settings: Settings, seed: int, dev_score: float) -> None:
@@ -411,8 +411,53 @@ def _save_model(out: Path, model, tokenizer, settings: Settings, seed: int, dev_
                                                 ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def _limit(examples: list, n: int | None) -> list:
-    return examples if n is None else examples[:n]
+def sample_group(task: Task, example) -> str | None:
+    """The stratum of an example for --max-*-examples: its label, its CJRC domain, its MRC article."""
+    if task.kind == CJRC:
+        return example.domain
+    if task.is_mrc:
+        return example.article or example.context_id
+    return example.label
+
+
+def stratified_sample(examples: list, n: int, groups: Sequence, seed: int = SPLIT_SEED) -> list:
+    """n examples, every group holding its share of them (within one: largest remainders round the
+    quotas), drawn at random under `seed` within each group and kept in file order.
+
+    Official files are often sorted (THUCNews test by class in blocks of 1,000, CJRC civil before
+    criminal): the first n rows would be one class or one domain only.
+    """
+    if n >= len(examples):
+        return list(examples)
+    rng = np.random.default_rng(seed)
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = list(members)
+    quota = np.asarray([len(members[g]) for g in keys], dtype=np.float64) * n / len(examples)
+    counts = np.floor(quota).astype(int)
+    # the seats left go to the largest remainders; a random key breaks ties reproducibly
+    order = np.lexsort((rng.random(len(keys)), -(quota - counts)))
+    counts[order[: n - int(counts.sum())]] += 1
+    chosen = []
+    for g, k in zip(keys, counts):
+        chosen.extend(rng.choice(members[g], size=int(k), replace=False).tolist())
+    return [examples[i] for i in sorted(chosen)]
+
+
+def _limit(task: Task, split: str, examples: list, n: int | None, samples: dict) -> list:
+    """All examples, or a seeded stratified sample of n of them (recorded in `samples` for run.json)."""
+    if n is None or n >= len(examples):
+        return examples
+    if n < 1:
+        raise UserError(f"--max-{'train' if split == 'train' else 'eval'}-examples must be at least 1")
+    by = "domain" if task.kind == CJRC else "article" if task.is_mrc else "label"
+    kept = stratified_sample(examples, n, [sample_group(task, e) for e in examples])
+    unit = "questions" if task.is_mrc else "examples"
+    samples[split] = {"kept": len(kept), "of": len(examples), "by": by, "seed": SPLIT_SEED,
+                      "note": f"{split}: a stratified sample of {len(kept):,} of {len(examples):,} {unit} "
+                              f"(by {by}, seed {SPLIT_SEED}), not the first {len(kept):,}"}
+    return kept
 
 
 def _same_setting(key: str, before, now) -> bool:
@@ -427,22 +472,29 @@ def _same_setting(key: str, before, now) -> bool:
 
 def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequence[int] = 10,
              data_dir: str | Path | None = None, save_model: bool = True, device: str | None = None,
-             eval_batch_size: int | None = None, progress: bool = True, **overrides) -> list[dict]:
+             eval_batch_size: int | None = None, progress: bool = True,
+             classes: str | Path | Sequence[str] | None = None, **overrides) -> list[dict]:
     """Fine-tune `model` on `task` once per seed; returns the results of all seeds (finished earlier or now).
 
     overrides: any Settings field (learning_rate, epochs, batch_size, max_seq_length, doc_stride,
     max_answer_length, train, dev, test, max_train_examples, ...); unset ones take the task's defaults.
+    classes: THUCNews class names (or a class.txt) when not the official ten.
     """
     import torch
 
-    task = get_task(task) if isinstance(task, str) else task
+    task = with_classes(get_task(task) if isinstance(task, str) else task, classes)
     out = Path(out)
     seed_list = list(range(1, seeds + 1)) if isinstance(seeds, int) else list(seeds)
+    from transformers import set_seed
+
     from bertwwm import zoo
     from bertwwm.tasks.heads import load_pretrained, load_tokenizer
 
     model_path = zoo.resolve_model(model)  # a wrong --model fails before anything is written
-    settings = resolve_files(task, default_settings(task, model, **overrides), data_dir, out)
+    hidden = getattr(zoo.load_bert_config(model), "hidden_size", None)
+    settings = resolve_files(task, default_settings(task, model, hidden, **overrides), data_dir, out)
+    if classes is not None:
+        settings.extra = {**settings.extra, "classes": list(task.labels)}
     run_file = out / "run.json"
     if run_file.is_file() and read_results(out):  # settings may change freely until a seed has finished
         previous = json.loads(run_file.read_text(encoding="utf-8"))
@@ -460,11 +512,24 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
         return results
     dev_device = pick_device(device)
     tokenizer = load_tokenizer(model_path)
-    train = Encoded(task, _limit(task.read(settings.train), settings.max_train_examples), tokenizer, settings)
-    evals = {"dev": Encoded(task, _limit(task.read(settings.dev), settings.max_eval_examples), tokenizer, settings)}
+    samples: dict = {}
+    train_examples = task.read(settings.train)
+    if task.is_mrc:  # an answer that is not in its context would be trained on as "no answer"
+        train_examples, unanchored = readers.drop_unanchored(train_examples)
+        if unanchored:
+            print(f"bertwwm finetune: note: {unanchored} training questions skipped: none of their answers occurs "
+                  f"in their context ({settings.train})", file=sys.stderr)
+    train = Encoded(task, _limit(task, "train", train_examples, settings.max_train_examples, samples),
+                    tokenizer, settings)
+    evals = {"dev": Encoded(task, _limit(task, "dev", task.read(settings.dev), settings.max_eval_examples, samples),
+                            tokenizer, settings)}
     if settings.test:
-        evals["test"] = Encoded(task, _limit(task.read(settings.test), settings.max_eval_examples), tokenizer,
-                                settings)
+        evals["test"] = Encoded(task, _limit(task, "test", task.read(settings.test), settings.max_eval_examples,
+                                             samples), tokenizer, settings)
+    if samples:  # said on stderr and kept in run.json, beside the settings that asked for it
+        for sample in samples.values():
+            print(f"bertwwm finetune: note: {sample['note']}", file=sys.stderr)
+        atomic_write_json(run_file, {**json.loads(run_file.read_text(encoding="utf-8")), "samples": samples})
     best = max((r["dev_score"] for r in results), default=-math.inf)
     suffix = PRED_SUFFIX[task.prediction_format]
     for seed in todo:
@@ -498,6 +563,53 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
     return results
 
 
+def finetune_grid(task: str | Task, model: str, out: str | Path, learning_rates: Sequence[float],
+                  seeds: int | Sequence[int] = 10, **kwargs) -> dict:
+    """Fine-tune once per learning rate (each a normal run folder OUT/lr-RATE) and choose the rate with the best
+    mean dev score over seeds, as the report chose its rates. OUT/grid.json says what each rate scored and which
+    won; OUT/results.jsonl holds the winner's seeds, so `bertwwm report OUT` shows it. The winner's dev score
+    is optimistic (it chose the rate); its test score is not."""
+    if not learning_rates or any(lr <= 0 for lr in learning_rates):
+        raise UserError("--lr-grid needs one or more positive learning rates, e.g. 1e-4,3e-4,1e-3")
+    if kwargs.get("learning_rate") is not None:
+        raise UserError("give either --lr or --lr-grid, not both")
+    kwargs.pop("learning_rate", None)
+    out = Path(out)
+    rows, chosen = [], None
+    for lr in sorted(set(learning_rates)):
+        folder = out / f"lr-{lr:g}"
+        results = finetune(task, model, folder, seeds=seeds, learning_rate=lr, **kwargs)
+        dev = [r["dev_score"] for r in results]
+        row = {"learning_rate": lr, "dev_mean": float(np.mean(dev)), "dev_max": float(np.max(dev)),
+               "dev_std": float(np.std(dev, ddof=1)) if len(dev) > 1 else 0.0, "seeds": len(dev),
+               "folder": folder.name}
+        rows.append(row)
+        if chosen is None or row["dev_mean"] > chosen[0]["dev_mean"]:
+            chosen = (row, results)
+    grid = {"task": chosen[1][0]["task"], "model": model, "chosen_learning_rate": chosen[0]["learning_rate"],
+            "chosen_by": "mean dev score over seeds", "grid": rows}
+    atomic_write_json(out / "grid.json", grid)
+    atomic_write_text(out / "results.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen[1]))
+    return grid
+
+
+def grid_summary(grid: dict) -> str:
+    best = grid["chosen_learning_rate"]
+    others = ", ".join(f"{r['learning_rate']:g}: {r['dev_mean']:.2f}" for r in grid["grid"]
+                       if r["learning_rate"] != best)
+    row = next(r for r in grid["grid"] if r["learning_rate"] == best)
+    return (f"lr grid: {best:g} won (mean dev {row['dev_mean']:.2f} over {row['seeds']} seed(s))"
+            + (f"; {others}" if others else ""))
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1e-4,3e-4,1e-3, got {text!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bertwwm.tasks.registry import TASKS
 
@@ -512,7 +624,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", help="train file (overrides --data-dir)")
     parser.add_argument("--dev", help="dev file (overrides --data-dir)")
     parser.add_argument("--test", help="test file (overrides --data-dir)")
-    parser.add_argument("--lr", type=float, dest="learning_rate", help="default: the report's best for the task")
+    parser.add_argument("--lr", type=float, dest="learning_rate",
+                        help="default: the report's best for the task (BERT-base and larger); smaller models "
+                             "get bertwwm's defaults by model size (docs/finetune.md)")
+    parser.add_argument("--lr-grid", type=_float_list, metavar="LR,LR,...",
+                        help="try each learning rate over all seeds (OUT/lr-RATE) and keep the one with the best "
+                             "mean dev score (OUT/grid.json)")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--gradient-accumulation", type=int, help="split each batch into N micro-batches")
@@ -523,12 +640,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-text", choices=("truncate", "window"),
                         help="classification of long texts (THUCNews articles): truncate to --max-seq-length "
                              "(default), or cut windows --doc-stride apart and average their logits")
-    parser.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
-    parser.add_argument("--max-eval-examples", type=int, help="score only the first N dev/test examples")
+    parser.add_argument("--max-train-examples", type=int, metavar="N",
+                        help="train on a stratified sample of N examples (by label; CJRC by domain, MRC by "
+                             "article; the same sample for every seed and model)")
+    parser.add_argument("--max-eval-examples", type=int, metavar="N",
+                        help="score a stratified sample of N dev/test examples (as --max-train-examples)")
     parser.add_argument("--eval-batch-size", type=int)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--no-save-model", action="store_true", help="do not keep the best seed's model")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--classes", metavar="FILE",
+                        help="thucnews: class names, one per line, line i naming label index i "
+                             "(default: the official ten, as in its class.txt)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (ours, nor transformers' loading / saving bars)")
+
+
+def quiet_progress_bars() -> None:
+    """--no-progress: transformers' "Loading weights" / "Writing model shards" bars and the hub's download
+    bars are off too (for the rest of this process: the CLI runs one verb)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -538,9 +672,17 @@ def run(args: argparse.Namespace) -> int:
             "test")
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
-    results = finetune(args.task, args.model, args.out, seeds=args.seeds, data_dir=args.data_dir,
-                       save_model=not args.no_save_model, device=args.device, eval_batch_size=args.eval_batch_size,
-                       progress=not args.no_progress, **{k: getattr(args, k) for k in keys})
+    if args.no_progress:
+        quiet_progress_bars()
+    common = dict(seeds=args.seeds, data_dir=args.data_dir, save_model=not args.no_save_model, device=args.device,
+                  eval_batch_size=args.eval_batch_size, progress=not args.no_progress, classes=args.classes,
+                  **{k: getattr(args, k) for k in keys})
+    if args.lr_grid is not None:
+        grid = finetune_grid(args.task, args.model, args.out, args.lr_grid, **common)
+        print(grid_summary(grid), file=sys.stderr)
+        results = read_results(args.out)
+    else:
+        results = finetune(args.task, args.model, args.out, **common)
     from bertwwm.report import summarize
 
     print(json.dumps(summarize(results), ensure_ascii=False))

@@ -133,10 +133,14 @@ def summary(folder: str | Path) -> dict:
     }
 
 
-def inspect(folder: str | Path, n: int = 3, start: int = 0) -> tuple[dict, list[DecodedInstance]]:
-    """(summary, the decoded instances start .. start+n-1) of a prepared folder."""
+def inspect(folder: str | Path, n: int = 3, start: int = 0, verify: bool = False
+            ) -> tuple[dict, list[DecodedInstance]]:
+    """(summary, the decoded instances start .. start+n-1) of a prepared folder. `verify` hashes every file
+    (otherwise only files not verified before are; see bertwwm.storage)."""
     info = summary(folder)
-    ds = PreparedDataset(folder)
+    ds = PreparedDataset(folder, verify=True if verify else None)
+    if verify:
+        info["verified"] = True
     if n and not 0 <= start < max(len(ds), 1):
         raise UserError(f"--start {start} is out of range: the folder holds {len(ds)} instances", folder)
     decoded = [decode_item(ds[i], i) for i in range(start, min(len(ds), start + n))]
@@ -163,6 +167,8 @@ def render(info: dict, decoded: list[DecodedInstance]) -> str:
            "static" else "") + f", segmenter {info['segmenter']}, seed {info['seed']}",
         "  input: " + ", ".join(f"{k} {c[k]:,}" for k in ("files", "documents", "input_tokens") if k in c),
     ]
+    if info.get("verified"):
+        lines.append("  verified: every shard file matches its sha256 in the manifest; token ids fit the vocabulary")
     if c.get("instances"):
         lines.append(f"  mean instance length {c['tokens'] / c['instances']:.1f} tokens"
                      + (f", NSP random share {info['nsp_random_share']:.3f}" if info.get("nsp_random_share")
@@ -188,10 +194,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", type=int, default=3, help="how many instances to decode (3)")
     p.add_argument("--start", type=int, default=0, help="index of the first instance to decode (0)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--verify", action="store_true",
+                   help="check the sha256 of every shard file against the manifest (and token ids against the "
+                        "vocabulary), even files verified before")
 
 
 def run(args: argparse.Namespace) -> int:
-    info, decoded = inspect(args.folder, n=max(0, args.n), start=args.start)
+    info, decoded = inspect(args.folder, n=max(0, args.n), start=args.start, verify=args.verify)
     if args.json:
         import json
 

@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertwwm.errors import UserError
-from bertwwm.tokens import VOCAB_SIZE
-
-IGNORE_INDEX = -100
+from bertwwm.tokens import IGNORE_INDEX, VOCAB_SIZE
 
 # name -> (layers, hidden, heads, intermediate)
 PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -71,9 +69,10 @@ def load_model(ref: str | Path, *, nsp: bool, dropout: float | None = None):
     if dropout is not None:
         config.hidden_dropout_prob = dropout
         config.attention_probs_dropout_prob = dropout
-    if config.vocab_size != VOCAB_SIZE:
+    if config.vocab_size != VOCAB_SIZE and not _extended_vocab_matches(ref, config.vocab_size):
         raise UserError(f"model has a {config.vocab_size}-entry vocabulary; bertwwm pretrains with the "
-                        f"{VOCAB_SIZE}-entry Chinese BERT vocabulary", str(ref))
+                        f"{VOCAB_SIZE}-entry Chinese BERT vocabulary or an extension of it (`bertwwm vocab "
+                        f"extend`) whose vocab.txt sits in the model folder", str(ref))
     cls = BertForPreTraining if nsp else BertForMaskedLM
     try:
         return cls.from_pretrained(path, config=config)
@@ -81,14 +80,29 @@ def load_model(ref: str | Path, *, nsp: bool, dropout: float | None = None):
         raise UserError(f"cannot load the model to start from ({e})".replace("\n", " "), str(ref)) from None
 
 
-def save_model(model, folder: str | Path) -> None:
-    """Write a standard transformers folder: config.json, model.safetensors and the tokenizer files."""
-    from bertwwm.tokens import save_tokenizer
+def _extended_vocab_matches(ref: str | Path, vocab_size: int) -> bool:
+    from bertwwm.tokens import load_vocab, model_vocab
+
+    vocab = model_vocab(ref)
+    return vocab is not None and len(load_vocab(vocab)) == vocab_size
+
+
+def save_model(model, folder: str | Path, vocab_path: str | None = None) -> None:
+    """Write a standard transformers folder: config.json, model.safetensors and the tokenizer files.
+
+    A model with an extended vocabulary takes its tokenizer from `vocab_path`, by default the vocab.txt of
+    the folder it was loaded from (transformers keeps that folder as `name_or_path`)."""
+    from bertwwm.tokens import load_vocab, model_vocab, save_tokenizer
 
     from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     model = getattr(model, "hf", model)
+    if model.config.vocab_size != VOCAB_SIZE and vocab_path is None:
+        vocab_path = model_vocab(model.name_or_path or None)
+        if vocab_path is None or len(load_vocab(vocab_path)) != model.config.vocab_size:
+            raise UserError(f"cannot save a {model.config.vocab_size}-entry model without its vocab.txt "
+                            f"(loaded from {model.name_or_path!r})", folder)
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # our own bar is showing; no "Writing model shards" bar per checkpoint
     try:
@@ -96,7 +110,7 @@ def save_model(model, folder: str | Path) -> None:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-    save_tokenizer(folder)
+    save_tokenizer(folder, vocab_path)
 
 
 @dataclass
@@ -109,6 +123,7 @@ class PretrainingOutput:
     nsp_correct: torch.Tensor | None
     nsp_count: int
     mlm_logits: torch.Tensor           # (mlm_count, vocab): logits at the masked positions, row-major order
+    distill_kl_sum: torch.Tensor | None = None  # summed KL(teacher || student) at the masked positions (at T)
 
 
 class PretrainingModel(nn.Module):
@@ -117,11 +132,23 @@ class PretrainingModel(nn.Module):
     forward() computes the losses with the gathered MLM head. Losses are sums divided by the given
     normalisers (default: this batch's own counts), so gradient accumulation and DDP can divide by the
     global number of masked tokens and match one big batch exactly.
+
+    With a `teacher` (a transformers BERT MLM model over the same vocabulary), the loss adds
+    `distill_weight * T^2 * KL(teacher_T || student_T)` summed over the masked positions and divided by the
+    same MLM normaliser (Hinton et al.'s T^2 keeps the gradient scale independent of T). The teacher is not a
+    submodule: it stays frozen in eval mode (no dropout) whatever `.train()` does, runs under no_grad, and is
+    neither in the state dict, the optimizer nor DDP's buckets.
     """
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, teacher=None, distill_temperature: float = 1.0, distill_weight: float = 1.0):
         super().__init__()
         self.hf = hf_model
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # plain attribute: not registered as a submodule
+        self.distill_temperature = float(distill_temperature)
+        self.distill_weight = float(distill_weight)
 
     @property
     def config(self):
@@ -154,6 +181,11 @@ class PretrainingModel(nn.Module):
             # max(-1).indices, not argmax: on CPU it is ~3x faster over 21,128 columns (5% of a small step).
             mlm_correct = (logits_fp32.max(-1).indices == targets).sum()
         loss = mlm_sum / (mlm_normaliser if mlm_normaliser is not None else max(count, 1))
+        kl_sum = None
+        if self.teacher is not None:
+            kl_sum = self.distill_kl(logits_fp32, input_ids, attention_mask, token_type_ids, labels)
+            scale = self.distill_weight * self.distill_temperature ** 2
+            loss = loss + scale * kl_sum / (mlm_normaliser if mlm_normaliser is not None else max(count, 1))
         nsp_sum = nsp_correct = None
         nsp_count = 0
         if self.has_nsp and next_sentence_label is not None:
@@ -165,7 +197,52 @@ class PretrainingModel(nn.Module):
             loss = loss + nsp_sum / (nsp_normaliser if nsp_normaliser is not None else max(nsp_count, 1))
         return PretrainingOutput(loss, mlm_sum.detach(), mlm_correct, count,
                                  None if nsp_sum is None else nsp_sum.detach(), nsp_correct, nsp_count,
-                                 logits)
+                                 logits, None if kl_sum is None else kl_sum.detach())
+
+    def distill_kl(self, student_logits: torch.Tensor, input_ids, attention_mask, token_type_ids,
+                   labels) -> torch.Tensor:
+        """Summed KL(teacher || student) at temperature T over the masked positions (fp32)."""
+        teacher = self.teacher
+        if teacher.training:  # someone called .train() on it directly
+            teacher.eval()
+        with torch.no_grad():
+            hidden = teacher.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                  return_dict=True).last_hidden_state
+            flat = labels.reshape(-1)
+            index = (flat != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+            rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+            target = F.log_softmax(teacher.cls.predictions(rows).float() / self.distill_temperature, dim=-1)
+        student = F.log_softmax(student_logits / self.distill_temperature, dim=-1)
+        return F.kl_div(student, target, log_target=True, reduction="sum")
+
+
+def load_teacher(ref: str, vocab_size: int, student: str | None = None):
+    """A frozen MLM model to distil from; its vocabulary must be the student's (size and, for extended
+    vocabularies, entries)."""
+    from transformers import BertForMaskedLM
+
+    from bertwwm import zoo
+    from bertwwm.head_check import check_mlm_head, quiet_transformers
+    from bertwwm.tokens import load_vocab, model_vocab
+
+    config = zoo.load_bert_config(str(ref))
+    if config.vocab_size != vocab_size:
+        raise UserError(f"the teacher has a {config.vocab_size:,}-entry vocabulary and the student {vocab_size:,}: "
+                        "distillation compares distributions over one vocabulary (extend both alike with "
+                        "`bertwwm vocab extend`, or pick a teacher with the student's vocabulary)", str(ref))
+    path = zoo.resolve_model(str(ref))
+    mine, theirs = model_vocab(student) if student and student != "random" else None, model_vocab(path)
+    if (mine or theirs) and (mine is None or theirs is None or load_vocab(mine) != load_vocab(theirs)):
+        raise UserError("the teacher's vocabulary differs from the student's (same size, other entries): "
+                        "distillation compares distributions over one vocabulary", str(ref))
+    try:
+        with quiet_transformers():
+            teacher = BertForMaskedLM.from_pretrained(path, config=config)
+    except OSError as e:
+        raise UserError(f"cannot load the teacher ({e})".replace("\n", " "), str(ref)) from None
+    check_mlm_head(teacher, path, "pretrain", subject="the teacher's MLM head",
+                   advice="distilling from it teaches noise; pass a trained teacher")
+    return teacher.eval().requires_grad_(False)
 
 
 def count_parameters(model) -> int:

@@ -7,10 +7,10 @@ The schedule is BERT's: linear warm-up, then polynomial decay with power 1 (line
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 OPTIMIZERS = ("adamw", "lamb")
 
@@ -102,11 +102,61 @@ def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float
     return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
-    return LambdaLR(optimizer, lambda step: warmup_linear_decay(step, warmup_steps, total_steps))
-
-
 def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_ratio: float | None) -> int:
     if warmup_steps is not None:
         return int(warmup_steps)
     return int(math.ceil((warmup_ratio or 0.0) * total_steps))
+
+
+@dataclass(frozen=True)
+class SchedulePoint:
+    """Where a run stands: the active phase, the learning-rate multiplier and this step's global batch."""
+
+    phase: int
+    lr_factor: float
+    batch_size: int
+
+
+def phase_schedule(phases: Sequence, *, base_lr: float, warmup_steps: int | None, warmup_ratio: float | None,
+                   step: int | None = None, fraction: float | None = None, multiple: int = 1) -> SchedulePoint:
+    """The multi-phase schedule as a plain function, measured in steps or in a fraction of a time budget.
+
+    Each phase warms up to its own peak (`phase.lr` or `base_lr`) and decays linearly to zero. With `step`,
+    phase i lasts `phases[i].steps` optimizer steps (BERT's schedule). With `fraction` (elapsed / budget,
+    Cramming-style), phase i lasts the share `steps_i / sum(steps)` of the budget and its warm-up the same
+    share of it as in steps. A phase with `batch_size_start` ramps its batch linearly from there to
+    `batch_size` over its first half, rounded down to a multiple of `multiple` (grad_accum x processes).
+    """
+    sizes = [p.steps for p in phases]
+    total = sum(sizes)
+    if step is not None:
+        at = float(step)
+    elif fraction is not None:
+        at = min(max(fraction, 0.0), 1.0) * total
+    else:
+        raise ValueError("phase_schedule needs step or fraction")
+    bounds = [0]
+    for n in sizes:
+        bounds.append(bounds[-1] + n)
+    i = len(phases) - 1
+    for k in range(len(phases)):
+        if at < bounds[k + 1]:
+            i = k
+            break
+    phase = phases[i]
+    within = at - bounds[i]
+    warm = warmup_steps_for(phase.steps, warmup_steps, warmup_ratio)
+    peak = (phase.lr or base_lr) / base_lr
+    if step is not None:
+        factor = warmup_linear_decay(int(within), warm, phase.steps)
+    elif within < warm:
+        factor = within / warm
+    else:
+        factor = 1.0 if phase.steps <= warm else max(0.0, (phase.steps - within) / (phase.steps - warm))
+    batch = phase.batch_size
+    start = getattr(phase, "batch_size_start", None)
+    if start is not None and start < batch:
+        ramp = min(1.0, within / max(phase.steps / 2, 1e-9))
+        batch = int(start + (batch - start) * ramp)
+        batch = max(multiple, batch - batch % multiple)
+    return SchedulePoint(i, peak * factor, batch)

@@ -13,18 +13,32 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from bertwwm.errors import UserError
 from bertwwm.tasks import readers
-from bertwwm.tasks.registry import Task, get_task
+from bertwwm.tasks.registry import CLASSIFICATION, Task, get_task, with_classes
 
 
 def predict(task: str | Task, model: str | Path, input: str | Path, out: str | Path | None = None,
-            batch_size: int = 64, device: str | None = None, progress: bool = False):
-    """Predictions for FILE: {question id: answer} for MRC, a list of labels for classification."""
+            batch_size: int = 64, device: str | None = None, progress: bool = False,
+            classes: str | Path | None = None):
+    """Predictions for FILE: {question id: answer} for MRC, a list of labels for classification.
+
+    The labels are the model's own (stored in its config at fine-tuning); THUCNews' `classes` (a class.txt)
+    renames them, e.g. for an input file that indexes the same classes under other names.
+    """
     from bertwwm.finetune import Encoded, Settings, pick_device, predict_examples
     from bertwwm.tasks.heads import load_finetuned
 
     task = get_task(task) if isinstance(task, str) else task
     net, tokenizer, saved = load_finetuned(model, task)
+    if task.kind == CLASSIFICATION:
+        trained = tuple(net.config.id2label[i] for i in range(net.config.num_labels))
+        if classes is None and task.name == "thucnews" and trained != task.labels:
+            classes = trained  # a model fine-tuned with --classes
+        task = with_classes(task, classes)
+        if len(task.labels) != len(trained):
+            raise UserError(f"{len(task.labels)} classes given, but the model was fine-tuned for "
+                            f"{len(trained)}: {', '.join(trained)}", classes)
     settings = Settings(**{f.name: saved[f.name] for f in fields(Settings) if f.name in saved})
     examples = task.read(input, require_labels=False)
     dev = pick_device(device)
@@ -37,17 +51,29 @@ def predict(task: str | Task, model: str | Path, input: str | Path, out: str | P
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task")
+    from bertwwm.tasks.registry import TASKS
+
+    parser.add_argument("task", help=f"one of: {', '.join(TASKS)}")
     parser.add_argument("--model", required=True, help="fine-tuned model folder (RUN/best-model)")
-    parser.add_argument("--input", required=True, help="examples in the task's format")
+    parser.add_argument("--input", required=True, help="examples in the task's format, at any path")
     parser.add_argument("--out", help="predictions file (default: print to stdout)")
+    parser.add_argument("--classes", metavar="FILE",
+                        help="thucnews: class names, one per line (default: the model's own classes)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (shown by default when writing to --out)")
 
 
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
-    preds = predict(task, args.model, args.input, args.out, args.batch_size, args.device, progress=args.out is not None)
+    progress = args.out is not None and not args.no_progress
+    if not progress:
+        from bertwwm.finetune import quiet_progress_bars
+
+        quiet_progress_bars()
+    preds = predict(task, args.model, args.input, args.out, args.batch_size, args.device, progress=progress,
+                    classes=args.classes)
     if args.out is None:
         import tempfile
 

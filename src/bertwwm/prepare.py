@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,7 +36,9 @@ from bertwwm import __version__
 from bertwwm.corpus import CorpusCounts, Document, list_input_files, read_documents
 from bertwwm.errors import UserError
 from bertwwm.instances import Pieces, TokenizedDocs, assemble, bert_pairs, packed_sequences, split_sentences
-from bertwwm.storage import FORMAT_VERSION, MANIFEST, read_shard_entry, write_manifest, write_shard
+from bertwwm.locks import LOCK_FILE, locked
+from bertwwm.storage import (FORMAT_VERSION, MANIFEST, VERIFIED, mark_verified, read_shard_entry, write_manifest,
+                             write_shard)
 
 DEFAULT_SEED = 12345  # Google's create_pretraining_data.py default random_seed
 DEFAULT_DUPE_FACTOR = 10  # Google's default dupe_factor
@@ -88,6 +91,7 @@ def _build_config(inputs: Sequence[str | Path], files: Sequence[Path], **o: Any)
         raise UserError(f"--shard-index must be in [0, --num-shards), got {o['shard_index']} of {o['num_shards']}")
     if o["shard_chars"] < 1000:
         raise UserError(f"--shard-chars must be at least 1000, got {o['shard_chars']}")
+    vocab = _vocab_entry(o["vocab"])
     return {
         "inputs": [str(Path(i).resolve()) for i in inputs],
         "input_files": _file_fingerprint(files),
@@ -108,7 +112,28 @@ def _build_config(inputs: Sequence[str | Path], files: Sequence[Path], **o: Any)
         "num_shards": int(o["num_shards"]),
         "seed": int(o["seed"]),
         "format_version": FORMAT_VERSION,
+        **({"vocab": vocab} if vocab is not None else {}),  # absent: the shipped vocabulary (older folders too)
     }
+
+
+def _vocab_entry(vocab: str | Path | None) -> dict | None:
+    """--vocab FILE or a model folder with an extended vocabulary -> {path, sha256, size}; None: the shipped one."""
+    if vocab is None:
+        return None
+    from bertwwm.tokens import check_vocab, load_vocab
+
+    path = Path(vocab)
+    if path.is_dir():
+        path = path / "vocab.txt"
+    entries = load_vocab(str(path))
+    check_vocab(entries, path)
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "size": len(entries)}
+
+
+def vocab_path(config: dict) -> str | None:
+    """The vocab.txt a prepared folder was tokenized with (None: the shipped vocabulary)."""
+    return (config.get("vocab") or {}).get("path")
 
 
 def _masking_config(config: dict):
@@ -130,15 +155,30 @@ def _init_state(config: dict) -> None:
     from bertwwm.tokens import VocabInfo
 
     _STATE.clear()
-    aligner = WordAligner(config["segmenter"], user_dict=config["user_dict"])
+    aligner = WordAligner(config["segmenter"], user_dict=config["user_dict"], vocab=vocab_path(config))
     aligner.align("预热 warm-up")  # builds the tokenizer's lookup tables now, so forked workers share them
     _STATE.update(key=key, config=config, aligner=aligner, masking=_masking_config(config),
-                  vocab=VocabInfo.from_vocab())
+                  vocab=VocabInfo.from_vocab(vocab_path(config)))
 
 
-def _worker_init(config: dict) -> None:
+def _worker_init(config: dict, parent_pid: int | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per worker; no oversubscription
+    _die_with_parent(parent_pid)
     _init_state(config)
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Workers must not outlive a killed `prepare` (kill -9 gives the pool no chance to stop them)."""
+    if parent_pid is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def tokenize_documents(texts: Sequence[str], aligner, max_sentence_tokens: int) -> tuple[TokenizedDocs, int]:
@@ -276,7 +316,8 @@ def _check_existing(out: Path, config: dict) -> None:
     if out.exists() and not out.is_dir():
         raise UserError("--out exists and is not a folder", out)
     existing = sorted(out.glob("manifest*.json"))
-    if not existing and out.exists() and any(out.iterdir()):
+    ours = (LOCK_FILE, VERIFIED)  # lock files (.bertwwm.lock, .bertwwm.lock.part-*) are not content
+    if not existing and out.exists() and any(not p.name.startswith(ours) for p in out.iterdir()):
         if not any(p.name.startswith(("shard-", ".shard-")) for p in out.iterdir()):
             raise UserError("output folder exists, is not empty and holds no prepared data; choose another --out",
                             out)
@@ -324,6 +365,7 @@ def prepare(
     shard_chars: int = DEFAULT_SHARD_CHARS,
     seed: int = DEFAULT_SEED,
     progress: bool = True,
+    vocab: str | Path | None = None,
 ) -> dict:
     """Prepare pretraining data from raw text into `out`; returns the manifest (see bertwwm.storage).
 
@@ -343,17 +385,54 @@ def prepare(
         inputs, files, segmenter=segmenter, user_dict=user_dict, masking=masking, max_seq_length=max_seq_length,
         max_predictions=max_predictions, nsp=nsp, dupe_factor=dupe_factor, dynamic=dynamic,
         short_seq_prob=short_seq_prob, doc_per_line=doc_per_line, num_shards=num_shards,
-        shard_index=shard_index, shard_chars=shard_chars, seed=seed)
+        shard_index=shard_index, shard_chars=shard_chars, seed=seed, vocab=vocab)
     config["masking_config"] = dataclasses.asdict(_masking_config(config))
-    _check_existing(out, config)
-    _init_state(config)  # validates segmenter/user dict here, before any work; workers inherit it on fork
-    out.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temporaries(out, config, shard_index)
+    if out.exists() and not out.is_dir():
+        raise UserError("--out exists and is not a folder", out)
+    created = not out.exists()
+    held = False
+    try:
+        with _locked_output(out, config, shard_index):
+            held = True
+            return _prepare_locked(out, files, config, shard_index, workers=workers, progress=progress)
+    except UserError:
+        if created and held:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                for p in out.iterdir():
+                    if p.name.startswith(LOCK_FILE):
+                        p.unlink()
+                out.rmdir()
+        raise
+
+
+def _locked_output(out: Path, config: dict, shard_index: int):
+    """One writer per output: the whole folder, or with --num-shards > 1 this machine's part of it."""
+    n = config["num_shards"]
+    if n == 1:
+        return locked(out, "this prepared-data folder")
+    return locked(out, f"part {shard_index} of {n} of this prepared-data folder",
+                  f"{LOCK_FILE}.part-{shard_index:03d}-of-{n:03d}")
+
+
+def _whole_folder(out: Path, config: dict):
+    """Parts of a multi-machine job hold the folder's own lock only while they check or merge manifests."""
+    if config["num_shards"] == 1:
+        return contextlib.nullcontext()  # held for the whole run already
+    return locked(out, "this prepared-data folder", wait_s=60.0)
+
+
+def _prepare_locked(out: Path, files: list[Path], config: dict, shard_index: int, *, workers: int,
+                    progress: bool) -> dict:
+    num_shards, shard_chars, doc_per_line = config["num_shards"], config["shard_chars"], config["doc_per_line"]
     part_name = _part_manifest_name(config, shard_index)
     part_path = out / part_name
-    if not part_path.exists():  # records the job's options at once, so a resumed run can check them
-        start = _manifest(config, [], {}, complete=False)
-        _write_json(part_path, start if num_shards == 1 else start | {"shard_index": shard_index})
+    with _whole_folder(out, config):
+        _check_existing(out, config)
+        _init_state(config)  # validates segmenter/user dict here, before any work; workers inherit it on fork
+        _clean_stale_temporaries(out, config, shard_index)
+        if not part_path.exists():  # records the job's options at once, so a resumed run can check them
+            start = _manifest(config, [], {}, complete=False)
+            _write_json(part_path, start if num_shards == 1 else start | {"shard_index": shard_index})
 
     counts = CorpusCounts()
     total_bytes = sum(f["bytes"] for f in config["input_files"])
@@ -381,7 +460,8 @@ def prepare(
     pool = None
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config,))
+        pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(config, os.getpid()))
     pending: dict[cf.Future, int] = {}
     try:
         for shard in _cut_shards(docs, shard_chars, counts):
@@ -419,9 +499,11 @@ def prepare(
     if num_shards == 1:
         manifest = _manifest(config, shards, counts.as_dict(), complete=True)
         write_manifest(out, manifest)
+        mark_verified(out, manifest)  # every shard was hashed when written or when this run found it
         return manifest
     _write_json(part_path, part)
-    return _merge_parts(out, config) or part
+    with _whole_folder(out, config):
+        return _merge_parts(out, config) or part
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -467,6 +549,7 @@ def _merge_parts(out: Path, config: dict) -> dict | None:
                                           if k not in ("instances", "tokens", "input_tokens",
                                                        "alignment_fallbacks", "shards")}, complete=True)
     write_manifest(out, manifest)
+    mark_verified(out, manifest)
     return manifest
 
 
@@ -501,6 +584,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-chars", type=int, metavar="N", default=DEFAULT_SHARD_CHARS,
                    help=f"input characters per output shard (default {DEFAULT_SHARD_CHARS:,})")
     p.add_argument("--seed", type=int, metavar="N", default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--vocab", metavar="FILE|MODEL",
+                   help="tokenize with this vocab.txt (or a model folder's): an extended vocabulary written by "
+                        "`bertwwm vocab extend` (default: the shipped 21,128-entry Chinese BERT vocabulary)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -510,7 +596,8 @@ def run(args: argparse.Namespace) -> int:
         max_seq_length=args.max_seq_length, max_predictions=args.max_predictions, nsp=args.nsp,
         dupe_factor=args.dupe_factor, dynamic=args.dynamic, short_seq_prob=args.short_seq_prob,
         doc_per_line=args.doc_per_line, workers=args.workers, num_shards=args.num_shards,
-        shard_index=args.shard_index, shard_chars=args.shard_chars, seed=args.seed, progress=not args.quiet)
+        shard_index=args.shard_index, shard_chars=args.shard_chars, seed=args.seed, progress=not args.quiet,
+        vocab=args.vocab)
     c = manifest["counts"]
     where = args.out if manifest.get("complete") and "shard_index" not in manifest else args.out + " (this part)"
     print(f"prepared {c['instances']:,} instances ({c['tokens']:,} tokens) from {c['documents']:,} documents "

@@ -7,7 +7,8 @@ sequences, for NSP), so 1 process, N processes and gradient accumulation all com
 the same big batch.
 
 Exact resume: the order of instances is a pure function of (seed, phase, epoch), so the data position is
-just the step; checkpoints hold the weights, optimizer, scheduler and every RNG state (python, numpy,
+the instances consumed in the current phase; checkpoints hold the weights, optimizer, the schedule's position
+(step, and elapsed seconds under a time budget) and every RNG state (python, numpy,
 torch, CUDA, the masking collator's), per rank.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -55,6 +57,7 @@ class Phase:
     max_predictions: int = 20      # masked tokens per sequence (dynamic masking)
     data: str = "data"             # which folder: "data" (--data) or "data_512" (--data-512)
     lr: float | None = None        # peak learning rate of this phase (default: optim lr)
+    batch_size_start: int | None = None  # ramp the batch from here up to batch_size over the phase's first half
 
 
 @dataclass
@@ -94,11 +97,20 @@ class PretrainConfig:
     save_every: int = 1000
     keep_last: int = 3
     eval_every: int = 1000
-    eval_instances: int = 256      # held out from the end of each phase's data
+    eval_instances: int = 256      # held out from the end of each phase's data (or taken from `heldout`)
+    eval_mask_prob: float = 0.15   # held-out masks at BERT's rate, whatever the training rate
+    heldout: str | None = None     # a prepared folder of held-out text to evaluate on (default: the data's tail)
+    time_budget: float | None = None  # seconds of wall time: the schedule runs over time and the run stops then
     log_every: int = 10
     threads: int | None = None
     resume: bool = False
     progress: bool = True
+    # domain adaptation (issue 13)
+    teacher: str | None = None        # distil from this model's MLM distributions at the masked positions
+    distill_temperature: float = 1.0
+    distill_weight: float = 1.0       # loss = MLM + weight * T^2 * KL(teacher || student)
+    head_warmup_steps: int = 0        # the first N steps train the MLM/NSP heads only
+    verify_data: bool = False         # hash every data file (default: only files not verified before)
 
     @property
     def total_steps(self) -> int:
@@ -107,19 +119,22 @@ class PretrainConfig:
 
 # TOML section -> {key in the recipe: field of PretrainConfig}
 SECTIONS: dict[str, dict[str, str]] = {
-    "model": {"init": "init", "preset": "preset", "nsp": "nsp", "dropout": "dropout"},
+    "model": {"init": "init", "preset": "preset", "nsp": "nsp", "dropout": "dropout", "teacher": "teacher",
+              "distill_temperature": "distill_temperature", "distill_weight": "distill_weight",
+              "head_warmup_steps": "head_warmup_steps"},
     "masking": {"policy": "policy", "mask_prob": "mask_prob", "decide_per": "decide_per",
                 "data_masking": "data_masking"},
     "optim": {"name": "optimizer", "lr": "lr", "warmup_ratio": "warmup_ratio", "warmup_steps": "warmup_steps",
               "weight_decay": "weight_decay", "beta1": "beta1", "beta2": "beta2", "eps": "eps",
               "clip_grad": "clip_grad"},
     "train": {k: k for k in ("seed", "grad_accum", "bf16", "compile", "fsdp", "save_every", "keep_last", "eval_every",
-                             "eval_instances", "log_every", "threads")},
+                             "eval_instances", "eval_mask_prob", "log_every", "threads", "time_budget")},
 }
 # Values that change the training trajectory: a resumed run must agree with its checkpoint on them.
 TRAJECTORY_FIELDS = ("init", "preset", "nsp", "dropout", "policy", "mask_prob", "decide_per", "optimizer", "lr",
                      "warmup_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "eps", "clip_grad",
-                     "phases", "seed", "grad_accum", "bf16", "fsdp", "eval_instances")
+                     "phases", "seed", "grad_accum", "bf16", "fsdp", "eval_instances", "time_budget",
+                     "teacher", "distill_temperature", "distill_weight", "head_warmup_steps")
 
 
 def recipe_names() -> list[str]:
@@ -222,6 +237,20 @@ def validate(cfg: PretrainConfig, where: str = "config") -> None:
     _check_type(where, "train.eval_instances", cfg.eval_instances, (int,))
     _check_type(where, "train.seed", cfg.seed, (int,))
     _check_type(where, "train.threads", cfg.threads, (int,), optional=True, positive=True)
+    if isinstance(cfg.time_budget, str):
+        cfg.time_budget = parse_duration(cfg.time_budget, where)
+    _check_type(where, "train.time_budget", cfg.time_budget, (int, float), optional=True, positive=True)
+    _check_type(where, "train.eval_mask_prob", cfg.eval_mask_prob, (int, float), positive=True)
+    if cfg.eval_mask_prob > 1:
+        raise UserError(f"train.eval_mask_prob must be in (0, 1], got {cfg.eval_mask_prob}", where)
+    _check_type(where, "model.teacher", cfg.teacher, (str,), optional=True)
+    _check_type(where, "model.distill_temperature", cfg.distill_temperature, (int, float), positive=True)
+    _check_type(where, "model.distill_weight", cfg.distill_weight, (int, float))
+    if cfg.distill_weight < 0:
+        raise UserError(f"model.distill_weight must be >= 0, got {cfg.distill_weight}", where)
+    _check_type(where, "model.head_warmup_steps", cfg.head_warmup_steps, (int,))
+    if cfg.head_warmup_steps < 0:
+        raise UserError(f"model.head_warmup_steps must be >= 0, got {cfg.head_warmup_steps}", where)
     for i, p in enumerate(cfg.phases):
         for name in ("max_seq_length", "batch_size", "steps", "max_predictions"):
             _check_type(where, f"phases[{i}].{name}", getattr(p, name), (int,), positive=True)
@@ -230,9 +259,31 @@ def validate(cfg: PretrainConfig, where: str = "config") -> None:
         if p.data not in ("data", "data_512"):
             raise UserError(f"phases[{i}].data must be \"data\" or \"data_512\", got {p.data!r}", where)
         _check_type(where, f"phases[{i}].lr", p.lr, (int, float), optional=True, positive=True)
+        _check_type(where, f"phases[{i}].batch_size_start", p.batch_size_start, (int,), optional=True, positive=True)
+        if p.batch_size_start is not None and p.batch_size_start % cfg.grad_accum:
+            raise UserError(f"phases[{i}].batch_size_start {p.batch_size_start} is not a multiple of grad_accum "
+                            f"{cfg.grad_accum}", where)
         if p.batch_size % cfg.grad_accum:
             raise UserError(f"phases[{i}].batch_size {p.batch_size} is not a multiple of grad_accum "
                             f"{cfg.grad_accum}", where)
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float | int, where: str | None = None) -> float:
+    """'90s', '10m', '2h', '1h30m' or a plain number of seconds -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    raw = str(text).strip().lower()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", raw)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", raw).strip():
+        raise UserError(f"cannot read the duration {text!r}; write e.g. 90s, 10m, 2h or 1h30m", where)
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
 
 
 def scale_steps(cfg: PretrainConfig, max_steps: int) -> None:
@@ -335,7 +386,7 @@ class PhaseData:
         from bertwwm.storage import PreparedDataset
 
         phase = cfg.phases[index]
-        self.dataset = PreparedDataset(folder)
+        self.dataset = PreparedDataset(folder, verify=True if cfg.verify_data else None)
         m = self.dataset.manifest
         where = Path(folder) / "manifest.json"
         if m["max_seq_length"] > phase.max_seq_length:
@@ -350,7 +401,8 @@ class PhaseData:
                             f"masks; prepare with --masking {cfg.data_masking} or pass "
                             f"--set masking.data_masking=any", where)
         n = len(self.dataset)
-        self.n_eval = min(cfg.eval_instances, n // 10) if cfg.eval_instances > 0 else 0
+        # The tail is held out unless a separate held-out folder is given.
+        self.n_eval = min(cfg.eval_instances, n // 10) if cfg.eval_instances > 0 and not cfg.heldout else 0
         self.n_train = n - self.n_eval
         micro = phase.batch_size // cfg.grad_accum
         if micro % d.world:
@@ -361,7 +413,7 @@ class PhaseData:
         self.seed, self.index, self.batch = cfg.seed, index, phase.batch_size
         self.micro = micro
         self.local = micro // d.world
-        self.rank = d.rank
+        self.rank, self.world = d.rank, d.world
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
 
@@ -383,12 +435,14 @@ class PhaseData:
             count -= take
         return np.concatenate(out)
 
-    def local_micro_batches(self, step_in_phase: int, grad_accum: int) -> list[list[dict]]:
-        """This rank's share of each micro-batch of one optimizer step."""
-        base = step_in_phase * self.batch
+    def local_micro_batches(self, consumed: int, batch: int, grad_accum: int) -> list[list[dict]]:
+        """This rank's share of each micro-batch of the optimizer step that starts at stream position `consumed`
+        (instances of this phase used so far) with a global batch of `batch`."""
+        micro = batch // grad_accum
+        local = micro // self.world
         batches = []
         for k in range(grad_accum):
-            ids = self.stream(base + k * self.micro + self.rank * self.local, self.local)
+            ids = self.stream(consumed + k * micro + self.rank * local, local)
             batches.append([self.dataset[int(i)] for i in ids])
         return batches
 
@@ -406,6 +460,8 @@ def phase_folders(cfg: PretrainConfig) -> list[str]:
         if not Path(folder).is_dir():
             raise UserError("prepared data folder not found", folder)
         folders.append(folder)
+    if cfg.heldout is not None and not (Path(cfg.heldout) / "manifest.json").is_file():
+        raise UserError("held-out folder not found (a folder written by `bertwwm prepare`)", cfg.heldout)
     return folders
 
 
@@ -415,22 +471,32 @@ def make_collator(cfg: PretrainConfig, phase: Phase, seed: int):
 
     mcfg = MaskingConfig(policy=cfg.policy, mask_prob=cfg.mask_prob, max_predictions=phase.max_predictions,
                          decide_per=cfg.decide_per)
-    return WholeWordMaskCollator(mcfg, seed=seed, pad_to_multiple_of=8)
+    return WholeWordMaskCollator(mcfg, vocab=masking_vocab(cfg), seed=seed, pad_to_multiple_of=8)
+
+
+def masking_vocab(cfg: PretrainConfig):
+    """The vocabulary masks draw from: the --init model's extended one (`bertwwm vocab extend`), else the shipped."""
+    from bertwwm.tokens import VocabInfo, model_vocab
+
+    return VocabInfo.from_vocab(model_vocab(cfg.init) if cfg.init != "random" else None)
 
 
 def collator_seed(cfg: PretrainConfig, phase_index: int, rank: int) -> int:
     return (cfg.seed * 1_000_003 + phase_index * 7919 + rank) % (2**63)
 
 
-EVAL_SEED = 20190620  # held-out masks are drawn with a fixed seed: the same masks at every evaluation
 
 
 # ------------------------------------------------------------------------------------------- run state
 
 def rng_state() -> dict:
+    """Every global RNG's state in types `torch.load(weights_only=True)` accepts (numpy's keys as a tensor)."""
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -439,8 +505,10 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -452,6 +520,111 @@ def checkpoint_dirs(run: Path) -> list[Path]:
         return []
     found = [p for p in folder.iterdir() if re.fullmatch(r"step-\d{8}", p.name) and (p / TRAINER_STATE).is_file()]
     return sorted(found, key=lambda p: p.name)
+
+
+def data_identity(folders: list[str]) -> list[str]:
+    """The fingerprint of each phase's prepared data (options + file checksums; not the path)."""
+    from bertwwm.storage import data_fingerprint, read_manifest
+
+    return [data_fingerprint(read_manifest(f)) for f in folders]
+
+
+def _warn(message: str) -> None:
+    print(f"bertwwm pretrain: {message}", file=sys.stderr, flush=True)
+
+
+def read_checkpoint(checkpoint: Path, rank: int, world: int) -> tuple[dict, dict]:
+    """(trainer state, this rank's state) of a checkpoint, loaded weights-only; UserError when damaged."""
+    from bertwwm.integrity import check_safetensors, load_torch_file
+
+    state = load_torch_file(checkpoint / TRAINER_STATE, "checkpoint trainer state")
+    if not isinstance(state, dict) or not {"step", "world_size", "config", "optimizer"} <= set(state):
+        raise UserError("checkpoint trainer state lacks step, world_size, config or optimizer",
+                        checkpoint / TRAINER_STATE)
+    if state["world_size"] != world:  # not damage: the user must change the command
+        raise UserError(f"checkpoint was written by {state['world_size']} processes; resume it with the same "
+                        f"number (got {world}) for an exact continuation", checkpoint)
+    rank_state = load_torch_file(checkpoint / f"rank-{rank}.pt", "checkpoint rank state")
+    if not isinstance(rank_state, dict) or not {"rng", "collator"} <= set(rank_state):
+        raise UserError("checkpoint rank state lacks rng or collator", checkpoint / f"rank-{rank}.pt")
+    check_safetensors(checkpoint / "model.safetensors")
+    return state, rank_state
+
+
+def choose_checkpoint(run: Path, latest: Path, d: Dist) -> tuple[Path, dict, dict]:
+    """The newest readable checkpoint up to `latest`: a damaged one is reported and the one before it used."""
+    candidates = [c for c in checkpoint_dirs(run) if c.name <= latest.name][::-1]
+    first_problem = None
+    for k, checkpoint in enumerate(candidates):
+        try:
+            state, rank_state = read_checkpoint(checkpoint, d.rank, d.world)
+            bad = 0.0
+        except UserError as e:
+            if "processes; resume it with the same number" in e.message:
+                raise
+            state = rank_state = None
+            bad, problem = 1.0, e
+        if _all_reduce([bad], d)[0] == 0:  # every rank could read its part
+            if k and d.main:
+                _warn(f"resuming from {checkpoint.name}, the latest checkpoint that is intact")
+            return checkpoint, state, rank_state
+        if bad:
+            first_problem = first_problem or problem
+            if d.main:
+                _warn(f"warning: checkpoint {checkpoint.name} is damaged ({problem}); trying the one before it")
+    raise UserError(f"no checkpoint of this run can be read; the latest: {first_problem}", latest)
+
+
+def check_resume(state: dict, cfg: PretrainConfig, folders: list[str], checkpoint: Path) -> None:
+    """A resumed run must continue the same trajectory on the same data (a copy elsewhere is the same data)."""
+    saved, now = _trajectory(state["config"]), _trajectory(_config_json(cfg))
+    diff = [k for k in TRAJECTORY_FIELDS if saved[k] != now[k]]
+    if diff:
+        raise UserError(f"--resume with different settings than the checkpoint: {', '.join(diff)}", checkpoint)
+    saved_data = state.get("data")
+    if saved_data is None:
+        return
+    for i, (folder, before, after) in enumerate(zip(folders, saved_data, data_identity(folders))):
+        if before != after:
+            raise UserError(f"--resume with other data than the checkpoint: phase {i + 1}'s folder {folder} holds "
+                            "different instances or was prepared with other options (its manifest fingerprint "
+                            f"{after[:12]} is not the checkpoint's {before[:12]}); pass the folder the run was "
+                            "trained on, or a copy of it", checkpoint)
+
+
+def clean_stale_temporaries(run: Path) -> None:
+    """Half-written checkpoints of a killed run (atomic_path's temporaries, staged rank files)."""
+    folder = run / CHECKPOINTS
+    for tmp in list(folder.glob(".step-*.tmp")) + list(run.glob(f".{FINAL}.*.tmp")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(folder / ".ranks", ignore_errors=True)
+
+
+def finished_step(run: Path, cfg: PretrainConfig) -> int | None:
+    """The step a finished run (final/ written) ended at when `cfg` asks for the same run; None when the
+    run has not finished. A finished run asked for a different one is refused."""
+    if not (run / FINAL).is_dir():
+        return None
+    try:
+        saved = json.loads((run / RUN_CONFIG).read_text(encoding="utf-8"))
+        steps = sum(int(p["steps"]) for p in saved["phases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"the run has a {FINAL}/ model but no readable {RUN_CONFIG}; choose another --out",
+                        run) from None
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a timed run ends at the step it reached
+        logged = [json.loads(line).get("step", 0) for line in
+                  (run / METRICS).read_text(encoding="utf-8").splitlines() if line.strip()]
+        steps = max(logged) if logged else steps
+    before, now = _trajectory(saved), _trajectory(_config_json(cfg))
+    diff = [k for k in TRAJECTORY_FIELDS if before[k] != now[k]]
+    if diff and set(diff) <= {"phases", "time_budget"}:
+        raise UserError(f"this run already finished at step {steps}; a longer run would not continue it exactly "
+                        "(the learning-rate schedule is fitted to the length it was given). Start a new run from "
+                        f"its model instead: --init {run / FINAL}", run)
+    if diff:
+        raise UserError(f"this run already finished at step {steps} with other settings ({', '.join(diff)}); "
+                        "choose another --out", run)
+    return steps
 
 
 def _config_json(cfg: PretrainConfig) -> dict:
@@ -471,17 +644,53 @@ def build_training_model(cfg: PretrainConfig, d: Dist):
 
     if cfg.init == "random":
         torch.manual_seed(cfg.seed)  # the random init is a function of the seed
+        saved = bert_config(cfg.preset)
         hf = build_model(bert_config(cfg.preset, dropout=cfg.dropout), nsp=cfg.nsp)
     else:
+        saved = zoo_config(cfg.init)
         hf = load_model(cfg.init, nsp=cfg.nsp, dropout=cfg.dropout)
-    return PretrainingModel(hf).to(d.device)
+        if d.main and not cfg.resume:
+            from bertwwm import zoo
+            from bertwwm.head_check import check_mlm_head
+
+            check_mlm_head(hf, zoo.resolve_model(cfg.init), "pretrain", warmup_steps=cfg.head_warmup_steps)
+    teacher = None
+    if cfg.teacher:
+        from bertwwm.model import load_teacher
+
+        teacher = load_teacher(cfg.teacher, hf.config.vocab_size, student=cfg.init).to(d.device)
+    model = PretrainingModel(hf, teacher=teacher, distill_temperature=cfg.distill_temperature,
+                             distill_weight=cfg.distill_weight).to(d.device)
+    # model.dropout is a pretraining setting (Cramming trains without dropout); the folders we write keep the
+    # model's own rates, so fine-tuning gets BERT's usual regularisation and not the pretraining's zero.
+    model.saved_dropout = (saved.hidden_dropout_prob, saved.attention_probs_dropout_prob)
+    return model
+
+
+def zoo_config(ref: str):
+    from bertwwm import zoo
+
+    return zoo.load_bert_config(str(ref))
+
+
+@contextlib.contextmanager
+def saved_dropout(model):
+    """The config as it is written to disk: with the dropout rates the model had before pretraining."""
+    config = model.hf.config
+    now = (config.hidden_dropout_prob, config.attention_probs_dropout_prob)
+    keep = getattr(model, "saved_dropout", None) or now
+    config.hidden_dropout_prob, config.attention_probs_dropout_prob = keep
+    try:
+        yield
+    finally:
+        config.hidden_dropout_prob, config.attention_probs_dropout_prob = now
 
 
 def load_weights(model, folder: Path) -> None:
     """Exact weights of a checkpoint (safetensors) into the training model; tied copies may be absent."""
-    from safetensors.torch import load_file
+    from bertwwm.integrity import load_safetensors
 
-    state = load_file(str(folder / "model.safetensors"))
+    state = load_safetensors(folder / "model.safetensors")
     missing, unexpected = model.hf.load_state_dict(state, strict=False)
     tied = set(getattr(model.hf, "_tied_weights_keys", None) or {})
     bad = [k for k in missing if k not in tied]
@@ -538,28 +747,6 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def evaluate(model, items: list[dict], cfg: PretrainConfig, phase: Phase, micro: int, device) -> dict:
-    """Held-out MLM (and NSP) loss and accuracy over `items`, with masks drawn from a fixed seed."""
-    import torch
-
-    collator = make_collator(cfg, phase, EVAL_SEED)
-    was_training = model.training
-    model.eval()
-    sums = np.zeros(6)
-    with torch.no_grad(), _autocast(cfg, device):
-        for start in range(0, len(items), micro):
-            batch = _to_device(collator(items[start:start + micro]), device)
-            out = model(**batch)
-            sums += [float(out.mlm_loss_sum), float(out.mlm_correct), out.mlm_count,
-                     float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count]
-    model.train(was_training)
-    record = {"mlm_loss": sums[0] / max(sums[2], 1), "mlm_acc": sums[1] / max(sums[2], 1),
-              "instances": len(items)}
-    if sums[5]:
-        record.update(nsp_loss=sums[3] / sums[5], nsp_acc=sums[4] / sums[5])
-    return record
-
-
 def _autocast(cfg: PretrainConfig, device):
     import torch
 
@@ -587,22 +774,23 @@ def write_model(model, folder: Path, weights: dict | None) -> None:
     from bertwwm.model import save_model
 
     if weights is None:
-        save_model(model.hf, folder)
+        with saved_dropout(model):
+            save_model(model.hf, folder)
         return
-    import torch
+    with saved_dropout(model):
+        plain = type(model.hf)(model.hf.config)
+        missing, unexpected = plain.load_state_dict(weights, strict=False)
+        tied = set(getattr(plain, "_tied_weights_keys", None) or {})
+        if [k for k in missing if k not in tied] or unexpected:
+            raise RuntimeError(f"gathered FSDP state does not match the model: {missing[:3]} {unexpected[:3]}")
+        plain.tie_weights()
+        save_model(plain, folder)
 
-    plain = type(model.hf)(model.hf.config)
-    missing, unexpected = plain.load_state_dict(weights, strict=False)
-    tied = set(getattr(plain, "_tied_weights_keys", None) or {})
-    if [k for k in missing if k not in tied] or unexpected:
-        raise RuntimeError(f"gathered FSDP state does not match the model: {missing[:3]} {unexpected[:3]}")
-    plain.tie_weights()
-    save_model(plain, folder)
 
-
-def save_checkpoint(run: Path, step: int, phase_index: int, model, optimizer, scheduler, collator,
-                    cfg: PretrainConfig, d: Dist) -> None:
-    """Atomically write RUN/checkpoints/step-NNNNNNNN (weights, optimizer, scheduler, per-rank RNG/data state)."""
+def save_checkpoint(run: Path, step: int, model, optimizer, collator, cfg: PretrainConfig, d: Dist, *,
+                    position: dict, elapsed: float) -> None:
+    """Atomically write RUN/checkpoints/step-NNNNNNNN (weights, optimizer, schedule position, per-rank RNG and
+    collator state). `position`: {"phase": index, "instances_consumed": n} of the phase's instance stream."""
     import torch
 
     ckdir = run / CHECKPOINTS
@@ -619,14 +807,13 @@ def save_checkpoint(run: Path, step: int, phase_index: int, model, optimizer, sc
             write_model(model, tmp, weights)
             for r in range(d.world):
                 shutil.move(str(staging / f"step-{step:08d}-rank-{r}.pt"), str(tmp / f"rank-{r}.pt"))
-            step_in_phase = step - sum(p.steps for p in cfg.phases[:phase_index])
-            # The data position is implied by the step (the instance order is a function of seed, phase and
-            # epoch); it is recorded for people reading the checkpoint.
-            position = {"phase": phase_index, "step_in_phase": step_in_phase,
-                        "instances_consumed": step_in_phase * cfg.phases[phase_index].batch_size}
-            torch.save({"step": step, "phase": phase_index, "data_position": position, "optimizer": optimizer_state,
-                        "scheduler": scheduler.state_dict(), "world_size": d.world,
-                        "config": _config_json(cfg)}, tmp / TRAINER_STATE)
+            # The instance order is a function of (seed, phase, epoch): the position in that stream is the
+            # whole data state.
+            torch.save({"step": step, "phase": position["phase"], "data_position": position,
+                        "optimizer": optimizer_state, "schedule": {"elapsed_s": float(elapsed)},
+                        "world_size": d.world,
+                        "config": _config_json(cfg), "data": data_identity(phase_folders(cfg))},
+                       tmp / TRAINER_STATE)
         for old in checkpoint_dirs(run)[:-cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier(d)
@@ -638,6 +825,10 @@ def pretrain(config: PretrainConfig) -> Path:
 
     cfg = config
     validate(cfg)
+    if cfg.init != "random":  # a model that cannot be had (offline, a typo) fails before the run folder is written
+        from bertwwm import zoo
+
+        zoo.resolve_model(cfg.init)
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -654,12 +845,24 @@ def _pretrain(cfg: PretrainConfig) -> Path:
     if existing and not cfg.resume:
         raise UserError(f"the run folder already has checkpoints (latest {existing[-1].name}); pass --resume to "
                         "continue it or choose another --out", run)
+    if cfg.resume:
+        done = finished_step(run, cfg)
+        if done is not None:
+            if int(os.environ.get("RANK", "0")) == 0:
+                _warn(f"already finished at step {done}; nothing to do ({run / FINAL})")
+            return run / FINAL
     d = init_distributed()
     if cfg.fsdp and d.world < 2:
         raise UserError("--fsdp shards the model over processes: run under torchrun with --nproc-per-node 2 or more")
+    lock = None
     try:
+        lock = _lock_run(run, d)
+        if d.main:
+            clean_stale_temporaries(run)
         return _train(cfg, folders, run, existing[-1] if (existing and cfg.resume) else None, d)
     finally:
+        if lock is not None:
+            lock.release()
         if d.world > 1:
             import torch.distributed as dist
 
@@ -667,45 +870,51 @@ def _pretrain(cfg: PretrainConfig) -> Path:
                 dist.destroy_process_group()
 
 
+def _lock_run(run: Path, d: Dist):
+    """Rank 0 locks the run folder; every rank learns whether it could (so none waits for a missing peer)."""
+    from bertwwm.locks import FolderLock
+
+    lock, problem = None, None
+    if d.main:
+        try:
+            lock = FolderLock(run, what="this run folder").acquire()
+        except UserError as e:
+            problem = e
+    if _all_reduce([0.0 if problem is None else 1.0], d)[0]:
+        raise problem or UserError("rank 0 could not lock the run folder", run)
+    return lock
+
+
 def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path | None, d: Dist) -> Path:
     import torch
 
-    from bertwwm.optim import build_optimizer, warmup_linear_decay, warmup_steps_for
+    from bertwwm.optim import build_optimizer, phase_schedule
 
-    state = None
+    state = rank_state = None
     if checkpoint is not None:
-        state = torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=False)
-        if state["world_size"] != d.world:
-            raise UserError(f"checkpoint was written by {state['world_size']} processes; resume it with the same "
-                            f"number (got {d.world}) for an exact continuation", checkpoint)
-        saved, now = _trajectory(state["config"]), _trajectory(_config_json(cfg))
-        diff = [k for k in TRAJECTORY_FIELDS if saved[k] != now[k]]
-        if diff:
-            raise UserError(f"--resume with different settings than the checkpoint: {', '.join(diff)}", checkpoint)
+        checkpoint, state, rank_state = choose_checkpoint(run, checkpoint, d)
+        check_resume(state, cfg, folders, checkpoint)
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / RUN_CONFIG, _config_json(cfg))
 
     datas = [PhaseData(cfg, i, f, d) for i, f in enumerate(folders)]
     model = build_training_model(cfg, d)
+    from bertwwm.vocab_extend import check_data_vocab
+
+    for data, folder in zip(datas, folders):
+        check_data_vocab(data.dataset.manifest, model.config.vocab_size, Path(folder) / "manifest.json")
     if checkpoint is not None:
         load_weights(model, checkpoint)
     model.train()
 
-    # One LambdaLR over the whole run: each phase warms up to its own peak and decays linearly to 0.
-    bounds = np.cumsum([0] + [p.steps for p in cfg.phases]).tolist()
-    warmups = [warmup_steps_for(p.steps, cfg.warmup_steps, cfg.warmup_ratio) for p in cfg.phases]
-    peaks = [(p.lr or cfg.lr) / cfg.lr for p in cfg.phases]
-
-    def lr_factor(step: int) -> float:
-        i = max(0, min(len(cfg.phases) - 1, int(np.searchsorted(bounds, step, side="right")) - 1))
-        return peaks[i] * warmup_linear_decay(step - bounds[i], warmups[i], cfg.phases[i].steps)
-
-    step = 0
+    step, consumed, elapsed_before = 0, 0, 0.0
     collator_state = None
     if state is not None:
         step = state["step"]
-        rank_state = torch.load(checkpoint / f"rank-{d.rank}.pt", map_location="cpu", weights_only=False)
+        schedule_state = state.get("schedule") or {}
+        elapsed_before = float(schedule_state.get("elapsed_s", 0.0))
+        consumed = int((state.get("data_position") or {}).get("instances_consumed", 0))
         set_rng_state(rank_state["rng"])
         collator_state = (state["phase"], rank_state["collator"])
     else:
@@ -714,122 +923,73 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         np.random.seed((cfg.seed + d.rank) % 2**32)
         torch.manual_seed(cfg.seed + d.rank)
 
-    train_model = model
-    if cfg.fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        # Each encoder layer is its own shard group; the root group holds the embeddings and the heads,
-        # so the tied embedding/decoder matrix stays one parameter.
-        for layer in model.hf.bert.encoder.layer:
-            fully_shard(layer)
-        fully_shard(model)
-        model.fsdp = True
-    elif d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    train_model = wrap_parallel(model, cfg, d)
     optimizer = build_optimizer(model.hf, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     if state is not None:
-        if cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(model, optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        load_optimizer_state(model, optimizer, state["optimizer"], cfg)
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
 
+    clock = Clock(cfg.time_budget, elapsed_before, d)
+    schedule = functools.partial(phase_schedule, cfg.phases, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                 warmup_ratio=cfg.warmup_ratio, multiple=cfg.grad_accum * d.world)
     log = MetricsLog(run, d.main, step if state is not None else None)
-    total = cfg.total_steps
-    bar = None
-    if d.main and cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=f"pretrain {cfg.recipe}", unit="step", dynamic_ncols=True)
-    window = np.zeros(8)  # mlm_sum, mlm_correct, mlm_count, nsp_sum, nsp_correct, nsp_count, tokens, seconds
-    t_last = time.perf_counter()
-    phase_index, collator = -1, None
-    start_time = time.perf_counter()
+    bar = ProgressBar(cfg, d, step, clock)
+    window = StepStats()
+    phase_index, collator, heldout = -1, None, None
     params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = float("nan")
-    while step < total:
-        i = int(np.searchsorted(bounds, step, side="right")) - 1
+    while not clock.spent() if cfg.time_budget else step < cfg.total_steps:
+        point = schedule(fraction=clock.fraction()) if cfg.time_budget else schedule(step=step)
+        i, data, phase = point.phase, datas[point.phase], cfg.phases[point.phase]
         if i != phase_index:
+            if phase_index >= 0 and heldout is not None:  # the phase just ended: its last held-out score
+                heldout.write(log, step, phase_index)
+            if collator_state is None or collator_state[0] != i:
+                consumed = 0
             phase_index = i
-            collator = make_collator(cfg, cfg.phases[i], collator_seed(cfg, i, d.rank))
+            collator = make_collator(cfg, phase, collator_seed(cfg, i, d.rank))
             if collator_state is not None and collator_state[0] == i:
                 collator.load_state_dict(collator_state[1])
             collator_state = None
-            eval_items = datas[i].eval_items() if (d.main or cfg.fsdp) else []
-        data, phase = datas[i], cfg.phases[i]
-        micro_batches = [collator(items) for items in data.local_micro_batches(step - bounds[i], cfg.grad_accum)]
-        local_masked = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-        local_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
-        global_masked, global_tokens = _all_reduce([float(local_masked), float(local_tokens)], d)
-        # Each rank divides by global/world; DDP's gradient average then divides the sum by the global count.
-        mlm_norm = max(global_masked, 1.0) / d.world
-        nsp_norm = phase.batch_size / d.world
-        stats = np.zeros(6)
-        for k, batch in enumerate(micro_batches):
-            batch = _to_device(batch, d.device)
-            sync = contextlib.nullcontext()
-            last = k == len(micro_batches) - 1
-            if cfg.fsdp:
-                model.set_requires_gradient_sync(last)  # reduce-scatter once, after the last micro-batch
-            elif d.world > 1 and not last:
-                sync = train_model.no_sync()
-            with sync:
-                with _autocast(cfg, d.device):
-                    out = train_model(**batch, mlm_normaliser=mlm_norm, nsp_normaliser=nsp_norm)
-                out.loss.backward()
-            stats += [float(out.mlm_loss_sum), float(out.mlm_correct), out.mlm_count,
-                      float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count]
-        stats = np.asarray(_all_reduce(stats.tolist(), d))  # every rank sees the same sums (and NaNs)
-        if not (math.isfinite(stats[0]) and math.isfinite(stats[3])):
+            heldout = Heldout(model, cfg, i, data, d) if (d.main or cfg.fsdp) else None
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * point.lr_factor
+        micro_batches = [collator(items) for items in data.local_micro_batches(consumed, point.batch_size,
+                                                                                cfg.grad_accum)]
+        consumed += point.batch_size
+        stats = train_step(train_model, model, micro_batches, point.batch_size, cfg, d)
+        if not stats.finite():
             raise UserError(f"loss became NaN/inf at step {step + 1}; lower --lr or enable --clip-grad")
-        if cfg.clip_grad:
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        lr_used = optimizer.param_groups[0]["lr"]
+        if step < cfg.head_warmup_steps:  # a function of the step alone, so resume stays exact
+            from bertwwm.head_check import freeze_body_grads
+
+            freeze_body_grads(model)
+        grad_norm = clip_gradients(params, cfg.clip_grad)
         optimizer.step()
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-
-        window[:6] += stats
-        window[6] += global_tokens
-        if step % cfg.log_every == 0 or step == total:
-            now = time.perf_counter()
-            window[7] = now - t_last
-            t_last = now
-            record = {"step": step, "phase": i + 1, "split": "train",
-                      "loss": (window[0] / max(window[2], 1)) + (window[3] / window[5] if window[5] else 0.0),
-                      "mlm_loss": window[0] / max(window[2], 1), "mlm_acc": window[1] / max(window[2], 1),
-                      "lr": lr_used, "grad_norm": grad_norm,
-                      "tokens_per_s": window[6] / max(window[7], 1e-9),
-                      "elapsed_s": now - start_time}
-            if window[5]:
-                record.update(nsp_loss=window[3] / window[5], nsp_acc=window[4] / window[5])
+        window.add(stats)
+        last = cfg.time_budget is None and step == cfg.total_steps  # a timed run ends after the loop
+        if step % cfg.log_every == 0 or last:
+            record = window.record(step, i, cfg.lr * point.lr_factor, grad_norm, point.batch_size, clock.elapsed())
             log.write(record)
-            if bar is not None:
-                bar.set_postfix(loss=f"{record['mlm_loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
-                                tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-            window[:] = 0
-        if bar is not None:
-            bar.update(1)
-        if data.n_eval and (step % cfg.eval_every == 0 or step == total or step == bounds[i + 1]):
-            if d.main or cfg.fsdp:  # FSDP forward is collective: every rank evaluates the same items
-                record = evaluate(model, eval_items, cfg, phase, data.micro, d.device)
-                log.write({"step": step, "phase": i + 1, "split": "eval", **record})
+            bar.show(record)
+            window = StepStats()
+        bar.advance(step)
+        if heldout is not None and (step % cfg.eval_every == 0 or last):
+            heldout.write(log, step, i)
+        if cfg.fsdp or d.world > 1:
             _barrier(d)
-        if step % cfg.save_every == 0 and step < total:
-            save_checkpoint(run, step, i, model, optimizer, scheduler, collator, cfg, d)
-    if bar is not None:
-        bar.close()
+        if step % cfg.save_every == 0 and not last:
+            save_checkpoint(run, step, model, optimizer, collator, cfg, d,
+                            position={"phase": i, "instances_consumed": consumed}, elapsed=clock.elapsed())
+    if window.mlm_count:  # a timed run stops between logging steps: its last window and held-out score
+        log.write(window.record(step, phase_index, cfg.lr * point.lr_factor, grad_norm, point.batch_size,
+                                clock.elapsed()))
+    if heldout is not None:
+        heldout.write(log, step, phase_index)
+    bar.close()
     log.close()
     final = run / FINAL
     weights, _ = full_state(model, optimizer, d) if cfg.fsdp else (None, None)
@@ -839,6 +999,218 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
     _barrier(d)
     return final
 
+
+# ------------------------------------------------------------------------------------------- loop parts
+
+_now = time.monotonic  # the run's clock (tests replace it with a deterministic one)
+
+
+class Clock:
+    """Wall time of a run, continued across resumes; under torchrun every rank follows rank 0's clock, so
+    all ranks change phase and stop at the same step."""
+
+    def __init__(self, budget: float | None, elapsed_before: float, d: Dist):
+        self.budget, self.before, self.d = budget, elapsed_before, d
+        self.start = _now()
+        self._last = elapsed_before
+
+    def elapsed(self) -> float:
+        """Seconds so far: as of the last tick under a budget (what every rank agreed on), else now."""
+        return self._last if self.budget is not None else self.before + (_now() - self.start)
+
+    def tick(self) -> float:
+        value = self.before + (_now() - self.start)
+        if self.budget is not None and self.d.world > 1:
+            value = _broadcast_float(value, self.d)
+        self._last = value
+        return value
+
+    def fraction(self) -> float:
+        return self.tick() / self.budget
+
+    def spent(self) -> bool:
+        return self.tick() >= self.budget
+
+
+def _broadcast_float(value: float, d: Dist) -> float:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=d.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+@dataclass
+class StepStats:
+    """Named sums over the steps of a logging window (summed over ranks)."""
+
+    mlm_loss_sum: float = 0.0
+    mlm_correct: float = 0.0
+    mlm_count: float = 0.0
+    nsp_loss_sum: float = 0.0
+    nsp_correct: float = 0.0
+    nsp_count: float = 0.0
+    tokens: float = 0.0
+    started: float = field(default_factory=lambda: time.perf_counter())
+
+    SUMS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count", "tokens")
+
+    def add(self, other: StepStats) -> None:
+        for k in self.SUMS:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def finite(self) -> bool:
+        return math.isfinite(self.mlm_loss_sum) and math.isfinite(self.nsp_loss_sum)
+
+    def reduced(self, d: Dist) -> StepStats:
+        values = _all_reduce([getattr(self, k) for k in self.SUMS], d)
+        return StepStats(*values, started=self.started)
+
+    def record(self, step: int, phase: int, lr: float, grad_norm: float, batch: int, elapsed: float) -> dict:
+        mlm_loss = self.mlm_loss_sum / max(self.mlm_count, 1)
+        nsp_loss = self.nsp_loss_sum / self.nsp_count if self.nsp_count else 0.0
+        record = {"step": step, "phase": phase + 1, "split": "train", "loss": mlm_loss + nsp_loss,
+                  "mlm_loss": mlm_loss, "mlm_acc": self.mlm_correct / max(self.mlm_count, 1), "lr": lr,
+                  "grad_norm": grad_norm, "batch_size": batch,
+                  "tokens_per_s": self.tokens / max(time.perf_counter() - self.started, 1e-9), "elapsed_s": elapsed}
+        if self.nsp_count:
+            record.update(nsp_loss=nsp_loss, nsp_acc=self.nsp_correct / self.nsp_count)
+        return record
+
+
+def train_step(train_model, model, micro_batches: list[dict], batch_size: int, cfg: PretrainConfig,
+               d: Dist) -> StepStats:
+    """Forward and backward over one optimizer step's micro-batches; the gradient of the whole global batch.
+
+    Each rank divides by global/world; DDP's gradient average then divides the sum by the global count, so
+    1 process, N processes and accumulation all compute the same gradient."""
+    local_masked = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+    local_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+    global_masked, global_tokens = _all_reduce([float(local_masked), float(local_tokens)], d)
+    mlm_norm = max(global_masked, 1.0) / d.world
+    nsp_norm = batch_size / d.world
+    stats = StepStats()
+    for k, batch in enumerate(micro_batches):
+        batch = _to_device(batch, d.device)
+        sync = contextlib.nullcontext()
+        last = k == len(micro_batches) - 1
+        if cfg.fsdp:
+            model.set_requires_gradient_sync(last)  # reduce-scatter once, after the last micro-batch
+        elif d.world > 1 and not last:
+            sync = train_model.no_sync()
+        with sync:
+            with _autocast(cfg, d.device):
+                out = train_model(**batch, mlm_normaliser=mlm_norm, nsp_normaliser=nsp_norm)
+            out.loss.backward()
+        stats.add(StepStats(float(out.mlm_loss_sum), float(out.mlm_correct), out.mlm_count,
+                            float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count))
+    stats = stats.reduced(d)  # every rank sees the same sums (and NaNs)
+    stats.tokens = global_tokens
+    return stats
+
+
+def clip_gradients(params: list, max_norm: float | None) -> float:
+    import torch
+
+    if not max_norm:
+        return float("nan")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def wrap_parallel(model, cfg: PretrainConfig, d: Dist):
+    """FSDP2 shards (each encoder layer its own group; the root keeps the embeddings and heads, so the tied
+    embedding/decoder matrix stays one parameter), DDP replicas over several processes, else the model."""
+    if cfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.hf.bert.encoder.layer:
+            fully_shard(layer)
+        fully_shard(model)
+        model.fsdp = True
+        return model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    return model
+
+
+def load_optimizer_state(model, optimizer, saved: dict, cfg: PretrainConfig) -> None:
+    if cfg.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(saved)
+
+
+class Heldout:
+    """The held-out set of one phase: fixed masks at `eval_mask_prob`, and the unigram reference of its data."""
+
+    def __init__(self, model, cfg: PretrainConfig, index: int, data: PhaseData, d: Dist):
+        from bertwwm import heldout
+
+        phase = cfg.phases[index]
+        self.model, self.cfg, self.device, self.micro = model, cfg, d.device, data.micro
+        if cfg.heldout:
+            self.items = heldout.heldout_items(cfg.heldout, cfg.eval_instances, phase.max_seq_length)
+        else:
+            self.items = data.eval_items()
+        scale = cfg.eval_mask_prob / cfg.mask_prob
+        collator = heldout.evaluation_collator(cfg.policy, cfg.eval_mask_prob,
+                                               round(phase.max_predictions * scale), cfg.decide_per)
+        collator.vocab = masking_vocab(cfg)  # ids of an extended vocabulary are valid too
+        # Masked once: every evaluation of the phase scores the same positions.
+        self.batches = [collator(self.items[k:k + self.micro]) for k in range(0, len(self.items), self.micro)]
+        own_tail = [] if cfg.heldout else self.items
+        self.log_probs = (heldout.unigram_log_probs(data.dataset, own_tail, model.config.vocab_size)
+                          if self.items else None)
+        self.last_step = -1
+
+    def write(self, log: MetricsLog, step: int, phase_index: int) -> None:
+        from bertwwm import heldout
+
+        if not self.items or step == self.last_step:
+            return
+        self.last_step = step
+        record = heldout.evaluate(self.model, self.batches, self.device, self.log_probs,
+                                  autocast=lambda: _autocast(self.cfg, self.device))
+        log.write({"step": step, "phase": phase_index + 1, "split": "eval", **record})
+
+
+class ProgressBar:
+    """tqdm over steps, or over seconds of the time budget; rank 0 only."""
+
+    def __init__(self, cfg: PretrainConfig, d: Dist, step: int, clock: Clock):
+        self.bar, self.clock, self.timed = None, clock, cfg.time_budget is not None
+        if d.main and cfg.progress:
+            from tqdm import tqdm
+
+            if self.timed:
+                self.bar = tqdm(total=round(cfg.time_budget), initial=round(clock.elapsed()),
+                                desc=f"pretrain {cfg.recipe}", unit="s", dynamic_ncols=True)
+            else:
+                self.bar = tqdm(total=cfg.total_steps, initial=step, desc=f"pretrain {cfg.recipe}", unit="step",
+                                dynamic_ncols=True)
+
+    def show(self, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(step=record["step"], loss=f"{record['mlm_loss']:.3f}", acc=f"{record['mlm_acc']:.3f}",
+                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+
+    def advance(self, step: int) -> None:
+        if self.bar is None:
+            return
+        if self.timed:
+            self.bar.update(max(0, min(round(self.clock.elapsed()), self.bar.total) - self.bar.n))
+        else:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 # ------------------------------------------------------------------------------------------------- CLI
 
@@ -852,7 +1224,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from a model: local folder, zoo name, hub id, TF checkpoint, or 'random'")
     parser.add_argument("--preset", help="model shape for random init: tiny, small, base, large")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument("--verify", action="store_true",
+                        help="check the sha256 of every data file against its manifest before training (by "
+                             "default only files not verified before are hashed)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="total steps (phases scaled in proportion)")
+    parser.add_argument("--time-budget", metavar="DURATION",
+                        help="train for this much wall time (90s, 10m, 2h, 1h30m): the learning-rate schedule, "
+                             "batch ramp and phases run over time instead of steps, and final/ is saved when it "
+                             "is spent (resumable)")
+    parser.add_argument("--heldout", metavar="DIR",
+                        help="prepared folder of held-out text to evaluate MLM on (default: the data's last "
+                             "eval_instances instances, which are never trained on)")
     parser.add_argument("--save-every", type=int, metavar="N")
     parser.add_argument("--keep-last", type=int, metavar="K")
     parser.add_argument("--batch-size", type=int, metavar="B", help="global batch of every phase")
@@ -874,6 +1256,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override any recipe value, e.g. --set optim.warmup_ratio=0.01 "
                              "--set phases.1.batch_size=256 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--teacher", metavar="MODEL",
+                        help="distil: add a KL loss towards this model's MLM distributions at the masked positions")
+    parser.add_argument("--distill-temperature", type=float, metavar="T", help="softmax temperature (1)")
+    parser.add_argument("--distill-weight", type=float, metavar="W", help="weight of the T^2-scaled KL term (1)")
+    parser.add_argument("--head-warmup-steps", type=int, metavar="N",
+                        help="train only the MLM (and NSP) head for the first N steps (a fresh or missing head)")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -884,7 +1272,11 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                      lr=args.lr, optimizer=args.optimizer, warmup_steps=args.warmup_steps, seed=args.seed,
                      bf16=args.bf16, compile=args.compile, fsdp=args.fsdp, nsp=args.nsp, clip_grad=args.clip_grad,
                      eval_every=args.eval_every, log_every=args.log_every, threads=args.threads,
-                     resume=args.resume or None, progress=not args.no_progress)
+                     resume=args.resume or None, progress=not args.no_progress, heldout=args.heldout,
+                     time_budget=None if args.time_budget is None else parse_duration(args.time_budget),
+                     teacher=args.teacher, distill_temperature=args.distill_temperature,
+                     distill_weight=args.distill_weight, head_warmup_steps=args.head_warmup_steps,
+                     verify_data=args.verify or None)
     cfg = config_from_recipe(recipe, where, **overrides)
     if args.batch_size is not None:
         for p in cfg.phases:

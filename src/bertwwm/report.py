@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import Sequence
 
 from bertwwm.errors import UserError
+from bertwwm.init_model import is_random_init
 from bertwwm.tasks.registry import get_task
 
 SPLITS = ("dev", "test")
 
 
-def _value(metrics: dict, path: Sequence[str]) -> float:
+EMPTY = "–"  # a group without examples (e.g. CJRC criminal in a civil-only file): not scored, not 0.0
+
+
+def _value(metrics: dict, path: Sequence[str]) -> float | None:
     for key in path:
-        metrics = metrics[key]
-    return float(metrics)
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return None if metrics is None else float(metrics)
 
 
 def summarize(results: list[dict]) -> dict:
@@ -37,7 +41,9 @@ def summarize(results: list[dict]) -> dict:
             continue
         out[split] = {}
         for path in task.report_metrics:
-            values = [_value(m, path) for m in rows]
+            values = [v for v in (_value(m, path) for m in rows) if v is not None]
+            if not values:
+                continue
             out[split]["/".join(path)] = {
                 "max": max(values), "mean": statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
@@ -45,9 +51,22 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
-def load_run(folder: str | Path) -> list[dict]:
-    from bertwwm.finetune import read_results
+def read_results(out: str | Path) -> list[dict]:
+    """The finished seeds of a `bertwwm finetune` run folder (its results.jsonl), [] when there are none."""
+    path = Path(out) / "results.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError("corrupt results line", path, i + 1) from None
+    return rows
 
+
+def load_run(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError("run folder not found", folder)
@@ -81,7 +100,7 @@ def render_tables(runs: list[tuple[str, dict]]) -> str:
             for split in splits:
                 for m in metric_names:
                     s = summary.get(split, {}).get(m)
-                    cells += [f"{s['max']:.1f} ({s['mean']:.1f})", f"{s['std']:.2f}"] if s else ["-", "-"]
+                    cells += [f"{s['max']:.1f} ({s['mean']:.1f})", f"{s['std']:.2f}"] if s else [EMPTY, EMPTY]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -142,6 +161,10 @@ def report(dirs: Sequence[str | Path], png: str | Path | None = None) -> tuple[s
     for d in dirs:
         summary = summarize(load_run(d))
         runs.append([summary["model"], summary])
+    for r in runs:
+        if is_random_init(str(r[1]["model"])):
+            r[0] = f"{r[0]} (random init)"
+            r[1]["control"] = True
     keys = [(r[1]["task"], r[0]) for r in runs]
     for i, d in enumerate(dirs):  # two runs of one model on one task (e.g. other lr): add the folder name
         if keys.count(keys[i]) > 1:

@@ -19,6 +19,7 @@ VOCAB_SIZE = 21128
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
 EXPECTED_IDS = {"[PAD]": PAD_ID, "[UNK]": UNK_ID, "[CLS]": CLS_ID, "[SEP]": SEP_ID, "[MASK]": MASK_ID, "的": 4638}
 MODEL_MAX_LENGTH = 512
+IGNORE_INDEX = -100  # the label of positions that are not predicted (torch's CrossEntropyLoss default)
 
 
 def default_vocab_path() -> Path:
@@ -47,13 +48,32 @@ def load_vocab(path: str | Path | None = None) -> dict[str, int]:
 
 
 def check_vocab(vocab: dict[str, int], path: str | Path | None = None) -> None:
-    """Fail unless this is Google's Chinese BERT vocab layout: 21,128 entries and the standard ids."""
+    """Fail unless this is Google's Chinese BERT vocab layout (21,128 entries and the standard ids), or an
+    extension of it (`bertwwm vocab extend`): those 21,128 entries unchanged, new ones appended."""
     where = path if path is not None else "vocab"
-    if len(vocab) != VOCAB_SIZE:
+    if len(vocab) < VOCAB_SIZE:
         raise UserError(f"expected the {VOCAB_SIZE}-entry Chinese BERT vocabulary, got {len(vocab)} entries", where)
     for token, want in EXPECTED_IDS.items():
         if vocab.get(token) != want:
             raise UserError(f"expected {token} at id {want}, got {vocab.get(token)}", where)
+    if len(vocab) > VOCAB_SIZE and list(vocab)[:VOCAB_SIZE] != list(load_vocab()):
+        raise UserError(f"a {len(vocab)}-entry vocabulary must extend the Chinese BERT one: its first "
+                        f"{VOCAB_SIZE} entries differ from it", where)
+
+
+def model_vocab(ref: str | Path | None) -> str | None:
+    """The vocab.txt of a model folder whose vocabulary was extended (`bertwwm vocab extend`), else None
+    (the shipped 21,128-entry vocabulary: zoo names, hub ids, random init, standard folders)."""
+    if ref is None:
+        return None
+    path = Path(ref) / "vocab.txt"
+    if not path.is_file():
+        return None
+    vocab = load_vocab(str(path))
+    if len(vocab) == VOCAB_SIZE:
+        return None
+    check_vocab(vocab, path)
+    return str(path)
 
 
 @functools.cache
@@ -71,7 +91,7 @@ def chinese_tokenizer(vocab_path: str | None = None):
         vocab=dict(vocab), do_lower_case=True, tokenize_chinese_chars=True, strip_accents=None,
         model_max_length=MODEL_MAX_LENGTH,
     )
-    if len(tok) != VOCAB_SIZE or tok.convert_tokens_to_ids("的") != EXPECTED_IDS["的"]:
+    if len(tok) != len(vocab) or tok.convert_tokens_to_ids("的") != EXPECTED_IDS["的"]:
         raise RuntimeError(f"tokenizer came out with {len(tok)} entries; transformers ignored the vocabulary")
     return tok
 

@@ -19,7 +19,14 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# Format probing and config reading live in leaf modules of bertwwm.convert (re-exported here under their
+# old names): the zoo imports the converters, never the reverse.
+from bertwwm.convert.configs import config_from_dict
+from bertwwm.convert.configs import config_needs_fixing as _config_needs_fixing
+from bertwwm.convert.formats import find_tf_prefix
+from bertwwm.convert.formats import tf_prefix_of as _tf_prefix_of
 from bertwwm.errors import UserError
+from bertwwm.init_model import RANDOM_PREFIX, materialise_random, parse_random_ref
 
 logger = logging.getLogger(__name__)
 
@@ -182,62 +189,157 @@ def detect_format(path: str | Path) -> str:
         "*.data-*), or pytorch_model.bin", path)
 
 
-def find_tf_prefix(folder: Path) -> Path | None:
-    """The checkpoint prefix in a folder (bert_model.ckpt for the released zips), or None."""
-    indexes = sorted(folder.glob("*.index"))
-    if not indexes:
-        return None
-    state = folder / "checkpoint"  # TensorFlow's pointer file names the latest checkpoint
-    if state.is_file():
-        for line in state.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model_checkpoint_path:"):
-                name = line.split(":", 1)[1].strip().strip('"')
-                if (folder / (Path(name).name + ".index")).is_file():
-                    return folder / Path(name).name
-    preferred = [p for p in indexes if p.name == "bert_model.ckpt.index"]
-    index = preferred[0] if preferred else indexes[-1]
-    return index.with_suffix("")
-
-
-def _tf_prefix_of(path: Path) -> Path | None:
-    """A file path given as part of a checkpoint (prefix.index, prefix.data-*, or the prefix itself)."""
-    name = path.name
-    if name.endswith(".index"):
-        return path.with_suffix("")
-    if ".data-" in name:
-        return path.with_name(name.split(".data-")[0])
-    return None
-
-
-def _config_needs_fixing(config_path: Path) -> bool:
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read config ({e})", config_path) from None
-    return config.get("model_type") in ("roberta", None)
-
-
 # ---------------------------------------------------------------------------------------------------
 # The contract: resolve_model and load_bert_config
 
 
-def resolve_model(ref: str, *, cache_dir: str | Path | None = None) -> str:
-    """A zoo name (e.g. "roberta-wwm-ext"), a hub id ("hfl/chinese-roberta-wwm-ext"), a local HF folder,
-    a TF-1 checkpoint folder/zip, or a legacy pytorch_model.bin folder -> something `from_pretrained`
-    accepts (a local folder, converted on the fly into cache_dir when needed, or the hub id unchanged)."""
-    ref = str(ref)
-    path = Path(ref).expanduser()
-    if path.exists():
-        return str(_resolve_local(path, Path(cache_dir) if cache_dir else default_cache_dir()))
-    tf_prefix = path.with_name(path.name + ".index")
-    if tf_prefix.is_file():  # a checkpoint prefix such as .../bert_model.ckpt
-        return str(_resolve_local(tf_prefix, Path(cache_dir) if cache_dir else default_cache_dir()))
+def hub_id_of(ref: str) -> str | None:
+    """The hub id a zoo name, hub id or title refers to, or None when `ref` is not a hub reference."""
     entry = zoo_model(ref)
     if entry is not None:
         return entry.hub_id
-    if ref.startswith((".", "/", "~")) or ref.endswith((".zip", ".bin", ".index", ".json")) or ref.count("/") > 1:
-        raise UserError("no such file or folder (and not a zoo name; see `bertwwm models`)", ref)
-    return ref
+    parts = ref.split("/")
+    if len(parts) == 2 and all(parts) and not ref.startswith((".", "~")) and \
+            not ref.endswith((".zip", ".bin", ".index", ".json")):
+        return ref
+    return None
+
+
+def resolve_model(ref: str, *, cache_dir: str | Path | None = None) -> str:
+    """The one model resolver of every verb: local path -> zoo name -> hub cache -> hub.
+
+    A zoo name (e.g. "roberta-wwm-ext"), a hub id ("hfl/chinese-roberta-wwm-ext"), a local HF folder, a TF-1
+    checkpoint folder/zip, or a legacy pytorch_model.bin folder -> a local folder `from_pretrained` loads
+    without the network (TF and legacy checkpoints converted once into cache_dir). A hub model comes from
+    the Hugging Face cache, or is downloaded; when it is not cached and the hub cannot be reached (offline
+    mode, no network) this fails within seconds with a UserError that says so, before any verb writes.
+    """
+    ref = str(ref)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if ref.startswith(RANDOM_PREFIX):  # "random:tiny[@SEED]": the no-pretraining control, written on first use
+        return str(materialise_random(ref, cache))
+    path = Path(ref).expanduser()
+    if path.exists():
+        return str(_resolve_local(path, cache))
+    tf_prefix = path.with_name(path.name + ".index")
+    if tf_prefix.is_file():  # a checkpoint prefix such as .../bert_model.ckpt
+        return str(_resolve_local(tf_prefix, cache))
+    hub_id = hub_id_of(ref)
+    if hub_id is None:
+        raise UserError("no such local folder or file (and not a zoo name or hub id; see `bertwwm models`)", ref)
+    cached = cached_snapshot(hub_id)
+    if cached is None and zoo_model(ref) is None and path.parent.is_dir():
+        # "runs/nonexistent" is also a valid hub id; with runs/ right here, the user meant the local folder
+        raise UserError(f"no such local folder ({path.parent}/ exists, so this is read as a local path, "
+                        "not a hub id)", ref)
+    return str(_resolve_local(cached or hub_snapshot(hub_id, ref), cache))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Hugging Face hub: cache first, then a quick reachability probe, then the download
+
+HUB_PROBE_SECONDS = 3.0  # the whole "is the hub there" question is answered within this (DNS included)
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_HUB_SIDE_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def hub_cache_dir() -> Path:
+    """Hugging Face's cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+def _hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _offline_by_setting() -> str | None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var} is set"
+    return None
+
+
+def cached_snapshot(hub_id: str) -> Path | None:
+    """The cached snapshot folder of a hub model when it holds a config and weights, else None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(hub_id, cache_dir=hub_cache_dir(), local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or a broken cache entry: both mean "not here"
+        return None
+    if (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHT_FILES):
+        return folder
+    return None
+
+
+def _hub_files(hub_id: str, ref: str) -> list[str] | str:
+    """The repository's file names, or why the hub cannot be reached (a string). Never longer than
+    HUB_PROBE_SECONDS: the request runs in a daemon thread, so a hanging DNS lookup cannot hold us up."""
+    import threading
+
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            from huggingface_hub import HfApi
+
+            info = HfApi(endpoint=_hub_endpoint()).model_info(hub_id, timeout=HUB_PROBE_SECONDS)
+            answer["files"] = [s.rfilename for s in info.siblings or []]
+        except Exception as e:  # sorted out below, in the caller's thread
+            answer["error"] = e
+
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    worker.join(HUB_PROBE_SECONDS + 0.5)
+    if worker.is_alive():
+        return f"no answer from {_hub_endpoint()} within {HUB_PROBE_SECONDS:.0f} s"
+    if "files" in answer:
+        return answer["files"]
+    error = answer["error"]
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(error, GatedRepoError):
+        raise UserError("the hub model is gated: accept its terms on the hub and log in (`hf auth login`)", ref)
+    if isinstance(error, RepositoryNotFoundError):
+        raise UserError(f"no model {hub_id!r} on the hub (nor a local folder of that name; see `bertwwm models`)",
+                        ref)
+    if isinstance(error, HfHubHTTPError):
+        return f"the hub answered: {str(error).splitlines()[0][:160]}"
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else 'no connection'}"
+
+
+def hub_snapshot(hub_id: str, ref: str | None = None) -> Path:
+    """A local folder with a hub model's config, vocab and PyTorch weights: from the cache, else downloaded."""
+    ref = ref or hub_id
+    cached = cached_snapshot(hub_id)
+    if cached is not None:
+        return cached
+    reason = _offline_by_setting()
+    files = reason or _hub_files(hub_id, ref)
+    if isinstance(files, str):
+        local = "" if zoo_model(ref) is not None else "no such local folder, and "
+        raise UserError(
+            f"{local}not in the local cache and the hub cannot be reached ({files}): download it where you are online "
+            f"with `hf download {hub_id}` and copy the Hugging Face cache (~/.cache/huggingface) here, or pass "
+            "a local folder", ref)
+    if "model.safetensors" in files:
+        weights = ["model.safetensors"]
+    elif "model.safetensors.index.json" in files:
+        weights = ["model.safetensors.index.json", "*.safetensors"]
+    elif "pytorch_model.bin" in files:
+        weights = ["pytorch_model.bin"]
+    else:
+        raise UserError("the hub model has no PyTorch weights (model.safetensors or pytorch_model.bin)", ref)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, cache_dir=hub_cache_dir(), endpoint=_hub_endpoint(),
+                                      allow_patterns=[*_HUB_SIDE_FILES, *weights]))
+    except Exception as e:  # the connection dropped, the disk is full, ...: one line, not a traceback
+        raise UserError(f"download from the hub failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        ref) from None
 
 
 def load_bert_config(ref: str):
@@ -246,6 +348,11 @@ def load_bert_config(ref: str):
     RoBERTa-wwm checkpoints are BERT models: a config saying model_type "roberta" is read as BERT with a
     warning that explains why. Zoo names need no download (their configs are known).
     """
+    random_ref = parse_random_ref(str(ref))
+    if random_ref is not None:
+        from bertwwm.model import bert_config
+
+        return bert_config(random_ref[0])
     entry = zoo_model(ref)
     path = Path(str(ref)).expanduser()
     if entry is not None and not path.exists():
@@ -268,36 +375,8 @@ def load_bert_config(ref: str):
             if (folder / name).is_file():
                 return config_from_dict(_read_json(folder / name), folder / name)
         raise UserError("no config.json or bert_config.json found", folder)
-    try:
-        from transformers import PretrainedConfig
-
-        config_dict, _ = PretrainedConfig.get_config_dict(ref)
-    except OSError as e:
-        raise UserError(f"cannot fetch the model's config from the hub ({str(e).splitlines()[0]})", ref) from None
-    return config_from_dict(config_dict, ref)
-
-
-def config_from_dict(config: dict, where: str | Path):
-    """A BertConfig from a config.json / bert_config.json dict, reading RoBERTa-wwm's as BERT."""
-    from transformers import BertConfig
-
-    config = dict(config)
-    model_type = config.get("model_type", "bert")
-    if model_type == "roberta":
-        logger.warning(
-            "%s says model_type 'roberta', but the Chinese RoBERTa-wwm models are BERT models (BERT's "
-            "architecture, WordPiece vocab and position ids from 0; only the training recipe follows RoBERTa). "
-            "Reading it as BERT: loading it with Roberta* classes silently breaks it.", where)
-        config["model_type"] = "bert"
-        config.pop("architectures", None)
-    elif model_type != "bert":
-        raise UserError(f"not a BERT model (model_type {model_type!r})", where)
-    for key in ("bos_token_id", "eos_token_id"):  # RoBERTa's values make no sense for BERT's vocab
-        if model_type == "roberta":
-            config.pop(key, None)
-    if model_type == "roberta" and config.get("pad_token_id") == 1:
-        config["pad_token_id"] = 0
-    return BertConfig.from_dict(config)
+    config_path = Path(resolve_model(ref)) / "config.json"  # a hub id: through the cache / the download
+    return config_from_dict(_read_json(config_path), config_path)
 
 
 def _is_zip(path: Path) -> bool:
@@ -358,8 +437,12 @@ def _fingerprint(paths: list[Path]) -> str:
 def _resolve_local(path: Path, cache_dir: Path) -> Path:
     kind = detect_format(path)
     if kind == "hf":
+        from bertwwm.integrity import check_model_folder
+
         folder = path if path.is_dir() else path.parent
-        return _single_model_folder(folder) if not (folder / "config.json").is_file() else folder
+        folder = _single_model_folder(folder) if not (folder / "config.json").is_file() else folder
+        check_model_folder(folder)  # a truncated model.safetensors is named here, not deep inside transformers
+        return folder
     if kind == "zip":
         return _resolve_local(_extract_zip(path, cache_dir), cache_dir)
     if kind == "tf":

@@ -68,11 +68,27 @@ def run(args: argparse.Namespace) -> int:
     elif args.direction == "hf-to-tf":
         from bertwwm.convert import hf_to_tf
 
-        report = hf_to_tf(args.model, out)
+        from bertwwm.zoo import resolve_model
+
+        report = hf_to_tf(resolve_model(args.model), out)  # a zoo name or hub id: downloaded; TF/legacy: converted
     else:
         from bertwwm.convert.legacy import convert_legacy_folder
 
         report = convert_legacy_folder(_unzip(args.folder), out)
     print(report.summary())
     print(f"wrote {out}")
+    _check_head(out if args.direction != "hf-to-tf" else args.model)
     return 0
+
+
+def _check_head(ref: str | Path) -> None:
+    """One warning line when the converted model's MLM head is missing or untrained (see bertwwm.head_check)."""
+    from transformers import AutoModelForMaskedLM
+
+    from bertwwm import zoo
+    from bertwwm.head_check import check_mlm_head, quiet_transformers
+
+    path = zoo.resolve_model(str(ref))
+    with quiet_transformers():
+        model = AutoModelForMaskedLM.from_pretrained(path, config=zoo.load_bert_config(path))
+    check_mlm_head(model, path, "convert")

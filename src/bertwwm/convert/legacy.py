@@ -20,20 +20,15 @@ _BERT_PARTS = ("embeddings.", "encoder.", "pooler.")
 
 
 def read_state_dict(path: str | Path) -> dict:
-    """A pytorch_model.bin's tensors (never unpickles arbitrary objects: weights_only)."""
-    import pickle
-    import zipfile
-
+    """A pytorch_model.bin's tensors (never unpickles arbitrary objects: weights only)."""
     import torch
+
+    from bertwwm.integrity import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise UserError("weights file not found", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
-        raise UserError(f"cannot read PyTorch weights: corrupt, truncated or not a state dict "
-                        f"({str(e).splitlines()[0][:200]})", path) from None
+    state = load_torch_file(path, "PyTorch weights", mmap=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -105,7 +100,7 @@ def rename_legacy_state_dict(state: dict, config) -> tuple[dict[str, np.ndarray]
 
 
 def read_legacy_config(folder: Path):
-    from bertwwm.zoo import config_from_dict
+    from bertwwm.convert.configs import config_from_dict
 
     for name in ("config.json", "bert_config.json"):
         path = folder / name
@@ -123,7 +118,7 @@ def read_legacy_config(folder: Path):
 def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> ConversionReport:
     """Turn a legacy folder (pytorch_model.bin + bert_config.json/config.json + vocab.txt) into a current
     Hugging Face folder at `out_dir`, written atomically."""
-    from bertwwm.convert import _readme, write_hf_folder, write_tokenizer
+    from bertwwm.convert.hf_folder import readme, write_hf_folder, write_tokenizer
     from bertwwm.fileio import atomic_path
 
     folder = Path(folder)
@@ -134,9 +129,9 @@ def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> Conversion
     if not vocab.is_file():
         raise UserError("vocab.txt not found next to the weights", vocab)
     if (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").is_file():
-        from safetensors.torch import load_file
+        from bertwwm.integrity import load_safetensors
 
-        state = load_file(str(folder / "model.safetensors"))
+        state = load_safetensors(folder / "model.safetensors")
     else:
         state = read_state_dict(weights)
     arrays, report = rename_legacy_state_dict(state, config)
@@ -150,6 +145,6 @@ def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> Conversion
         note = ("Kept from the original config. HFL's PyTorch files were converted with exact-erf `gelu`; "
                 "the TensorFlow originals compute tanh GELU (`gelu_new`), a difference of ~1e-3 per activation.")
         (tmp / "README.md").write_text(
-            _readme("BERT converted from a legacy PyTorch checkpoint", weights, config, report, tokenizer, note),
+            readme("BERT converted from a legacy PyTorch checkpoint", weights, config, report, tokenizer, note),
             encoding="utf-8")
     return report

@@ -111,18 +111,26 @@ def _quiet_from_pretrained(cls, path: str, config):
 def load_finetuned(folder: str | Path, task: Task | None = None):
     """(model, tokenizer, settings) of a folder written by `bertwwm finetune` (its best-model folder)."""
     folder = Path(folder)
+    if not folder.exists():
+        raise UserError("no such local folder (a folder written by `bertwwm finetune`: RUN/best-model)", folder)
     info_path = folder / TASK_FILE
     if not info_path.is_file():
         raise UserError(f"not a fine-tuned model folder (no {TASK_FILE}; fine-tune with `bertwwm finetune`)",
                         folder)
-    settings = json.loads(info_path.read_text(encoding="utf-8"))
+    try:
+        settings = json.loads(info_path.read_text(encoding="utf-8"))
+        settings["task"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the fine-tuning settings ({type(e).__name__}: {e})", info_path) from None
     from bertwwm.tasks.registry import get_task
 
     trained_for = get_task(settings["task"])
     if task is not None and task.name != trained_for.name:
         raise UserError(f"this model was fine-tuned for {trained_for.name}, not {task.name}", folder)
     from bertwwm import zoo
+    from bertwwm.integrity import check_model_folder
 
+    check_model_folder(folder)
     config = zoo.load_bert_config(str(folder))
     model = _quiet_from_pretrained(head_class(trained_for), str(folder), config)
     return model, load_tokenizer(str(folder)), settings

@@ -142,7 +142,9 @@ def cmrc2018_scores(gold: Sequence[MrcExample], predictions: Mapping[str, str]) 
             skip += 1
             continue
         answers = [a.text for a in ex.answers]
-        prediction = str(predictions[ex.qid])
+        prediction = predictions[ex.qid]
+        if not isinstance(prediction, str):  # str(None) == "None" would be scored as an answer
+            raise ValueError(f"question {ex.qid}: the prediction must be a string, got {prediction!r}")
         f1 += cmrc_f1(answers, prediction)
         em += cmrc_em(answers, prediction)
     total = len(gold)
@@ -185,7 +187,8 @@ def cjrc_turn_score(golds: Sequence[str], pred: str) -> tuple[float, float]:
 
 
 def cjrc_scores(gold: Sequence[MrcExample], predictions: Mapping[str, str]) -> dict:
-    """{"civil": {em, f1, qas}, "criminal": {...}, "overall": {...}, "skip": n}, percentages rounded to 0.1."""
+    """{"civil": {em, f1, qas}, "criminal": {...}, "overall": {...}, "skip": n}, percentages rounded to 0.1;
+    em and f1 are None for a domain without questions (not 0.0, which would read as scored)."""
     totals = {d: Counter() for d in ("civil", "criminal")}
     skip = 0
     for ex in gold:
@@ -204,7 +207,8 @@ def cjrc_scores(gold: Sequence[MrcExample], predictions: Mapping[str, str]) -> d
     for name, t in (("civil", totals["civil"]), ("criminal", totals["criminal"]),
                     ("overall", totals["civil"] + totals["criminal"])):
         n = t["qas"]
-        out[name] = {"em": round(t["em"] / max(1, n) * 100, 1), "f1": round(t["f1"] / max(1, n) * 100, 1), "qas": n}
+        out[name] = {"em": round(t["em"] / n * 100, 1) if n else None,
+                     "f1": round(t["f1"] / n * 100, 1) if n else None, "qas": n}
     out["skip"] = skip
     return out
 

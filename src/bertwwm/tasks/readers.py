@@ -3,7 +3,7 @@
 Every reader returns plain dataclasses; a malformed row raises UserError naming the file and the line.
 Formats (see ../shared/data/README.md): TSV with or without a header, CSV with a UTF-8 BOM, SQuAD v1 JSON
 (CMRC 2018, DRCD), the CJRC JSON (YES / NO / unanswerable answers, civil and criminal domains) and
-THUCNews `title\\tlabel-index` with a class.txt next to it.
+THUCNews `title\\tlabel-index` (the ten classes are built in; --classes FILE names others).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class MrcExample:
     kind: str = SPAN  # span | YES | NO | unknown (CJRC only)
     domain: str | None = None  # civil | criminal (CJRC only)
     title: str | None = None
+    article: str | None = None  # index of its data[] record in the file (for stratified samples)
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -81,6 +82,7 @@ def read_table(path: str | Path, fields: Sequence[str], labels: Sequence[str] | 
     """
     path = Path(path)
     text = _read_text(path)
+    _refuse_json(text, path)
     if path.suffix.lower() == ".csv":
         rows = list(csv.reader(text.splitlines()))
     else:
@@ -122,16 +124,40 @@ def read_table(path: str | Path, fields: Sequence[str], labels: Sequence[str] | 
     return examples
 
 
-def read_thucnews(path: str | Path, class_file: str | Path | None = None,
-                  require_label: bool = True) -> list[TextExample]:
-    """THUCNews `title\\tlabel-index` lines; labels are the names in class.txt next to the file."""
+# THUCNews' ten classes in the order of the official class.txt: a file's label index i means THUCNEWS_CLASSES[i].
+THUCNEWS_CLASSES = ("finance", "realty", "stocks", "education", "science", "society", "politics", "sports",
+                    "game", "entertainment")
+
+
+def read_class_file(path: str | Path) -> tuple[str, ...]:
+    """A THUCNews class.txt: one class name per line, line i naming label index i."""
     path = Path(path)
-    class_file = Path(class_file) if class_file is not None else path.parent / "class.txt"
-    names = [c.strip() for c in _read_text(class_file).split("\n") if c.strip()]
+    names = tuple(c.strip() for c in _read_text(path).split("\n") if c.strip())
     if not names:
-        raise UserError("no class names", class_file)
+        raise UserError("no class names", path)
+    if len(set(names)) != len(names):
+        raise UserError("a class name is listed twice", path)
+    return names
+
+
+def read_thucnews(path: str | Path, classes: Sequence[str] | None = None,
+                  require_label: bool = True) -> list[TextExample]:
+    """THUCNews `title\tlabel-index` lines, at any path: no class.txt is needed beside the file.
+
+    `classes` names the label indexes (default: the ten official classes). A class.txt that does sit beside
+    the file is checked against them, so a file indexing other classes is not silently mis-read.
+    """
+    path = Path(path)
+    explicit = classes is not None
+    names = tuple(classes) if explicit else THUCNEWS_CLASSES
+    sibling = path.parent / "class.txt"
+    if not explicit and sibling.is_file() and sibling != path and read_class_file(sibling) != names:
+        raise UserError(f"the class.txt beside this file lists other classes than the official ten "
+                        f"({', '.join(names)}); pass --classes {sibling} to use it", path)
     examples = []
-    for i, line in enumerate(_read_text(path).split("\n")):
+    text = _read_text(path)
+    _refuse_json(text, path)
+    for i, line in enumerate(text.split("\n")):
         line = line.rstrip("\r")
         if not line:
             continue
@@ -143,7 +169,7 @@ def read_thucnews(path: str | Path, class_file: str | Path | None = None,
             raise UserError(f"expected 'title<TAB>label', got {len(parts)} columns", path, i + 1)
         title, idx = parts
         if not idx.strip().isdigit() or int(idx) >= len(names):
-            raise UserError(f"label {idx!r} is not an index into {class_file.name} (0..{len(names) - 1})",
+            raise UserError(f"label {idx!r} is not a class index (0..{len(names) - 1}: {', '.join(names)})",
                             path, i + 1)
         examples.append(TextExample(guid=f"{path.name}-{i + 1}", text_a=title, label=names[int(idx)]))
     if not examples:
@@ -274,7 +300,8 @@ def _read_mrc(path: Path, cjrc: bool, require_answers: bool) -> list[MrcExample]
                     answers.append(Answer(text, _fix_start(context, text, start)))
                 examples.append(MrcExample(qid=qid, question=qa["question"], context=context,
                                            context_id=context_id, answers=answers, kind=kind, domain=domain,
-                                           title=article.get("title") or para.get("casename")))
+                                           title=article.get("title") or para.get("casename"),
+                                           article=str(a_i)))
     if not examples:
         raise UserError("no questions in file", path)
     return examples
@@ -320,23 +347,73 @@ def write_predictions(path: str | Path, fmt: str, predictions: dict[str, str] | 
         raise ValueError(f"unknown prediction format {fmt!r}")
 
 
-def read_predictions(path: str | Path, fmt: str) -> dict[str, str] | list[str | None]:
-    """Read a predictions file written in the official layout (see write_predictions)."""
+def _refuse_json(text: str, path: Path) -> None:
+    """A JSON file (e.g. CMRC data) handed to a table reader would become one example of raw JSON."""
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        try:
+            json.loads(text)
+        except ValueError:
+            return
+        raise UserError("this is a JSON file, but the task reads a table (TSV/CSV rows of text and label); "
+                        "is it the data of another task?", path)
+
+
+def _unique_pairs(path: Path, text: str):
+    """object_pairs_hook: a JSON object with a key twice is an error (json keeps the last silently)."""
+    def hook(pairs: list) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise UserError(f"duplicate id {key!r}", path, _first_line(text, json.dumps(key, ensure_ascii=False),
+                                                                           nth=2))
+            seen[key] = value
+        return seen
+    return hook
+
+
+def _first_line(text: str, needle: str, nth: int = 1) -> int | None:
+    """Line number of the nth occurrence of `needle` (best effort, for messages)."""
+    pos = -1
+    for _ in range(nth):
+        pos = text.find(needle, pos + 1)
+        if pos < 0:
+            return None
+    return text.count("\n", 0, pos) + 1
+
+
+def read_predictions(path: str | Path, fmt: str, n_examples: int | None = None) -> dict[str, str] | list[str | None]:
+    """Read a predictions file written in the official layout (see write_predictions). Answers must be
+    strings and ids unique; with `n_examples`, a classification index past the examples is an error."""
     path = Path(path)
     text = _read_text(path)
     if fmt in ("squad", "cjrc"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_pairs(path, text) if fmt == "squad" else None)
         except json.JSONDecodeError as e:
             raise UserError(f"not valid JSON ({e.msg})", path, e.lineno) from None
+
+        def answer(qid: str, value) -> str:
+            if not isinstance(value, str):
+                raise UserError(f"the answer for question {qid!r} must be a string, got {json.dumps(value)[:40]}", path,
+                                _first_line(text, json.dumps(qid, ensure_ascii=False)))
+            return value
+
         if fmt == "squad":
             if not isinstance(data, dict):
                 raise UserError('expected a JSON object {"question id": "answer text"}', path)
-            return {str(k): str(v) for k, v in data.items()}  # keys as given: the script looks ids up verbatim
+            return {str(k): answer(str(k), v) for k, v in data.items()}  # ids verbatim, as the script does
         if not isinstance(data, list) or any(not isinstance(d, dict) or "id" not in d or "answer" not in d
                                              for d in data):
             raise UserError('expected a JSON list of {"id": .., "answer": ..}', path)
-        return {str(d["id"]): str(d["answer"]) for d in data}
+        out_mrc: dict[str, str] = {}
+        for d in data:
+            qid = str(d["id"])
+            if qid in out_mrc:
+                raise UserError(f"duplicate id {qid!r}", path,
+                                _first_line(text, json.dumps(d["id"], ensure_ascii=False), nth=2))
+            out_mrc[qid] = answer(qid, d["answer"])
+        return out_mrc
     lines = [line.rstrip("\r") for line in text.split("\n")]
     out: dict[int, str] = {}
     for i, line in enumerate(lines):
@@ -345,6 +422,19 @@ def read_predictions(path: str | Path, fmt: str) -> dict[str, str] | list[str | 
         parts = line.split("\t")
         if len(parts) != 2 or not parts[0].strip().isdigit():
             raise UserError("expected 'index<TAB>prediction'", path, i + 1)
-        out[int(parts[0])] = parts[1].strip()
+        index = int(parts[0])
+        if index in out:
+            raise UserError(f"duplicate index {index}", path, i + 1)
+        if n_examples is not None and index >= n_examples:
+            raise UserError(f"index {index} is out of range: the gold file has {n_examples} examples "
+                            f"(indices 0..{n_examples - 1})", path, i + 1)
+        out[index] = parts[1].strip()
     size = max(out) + 1 if out else 0
     return [out.get(i) for i in range(size)]
+
+
+def drop_unanchored(examples: Sequence[MrcExample]) -> tuple[list[MrcExample], int]:
+    """Training data: span questions none of whose answers occur in their context cannot be trained on as
+    spans (they would teach "no answer"); returns (the others, how many were dropped)."""
+    kept = [e for e in examples if not (e.kind == SPAN and e.answers and all(a.start < 0 for a in e.answers))]
+    return kept, len(examples) - len(kept)

@@ -7,16 +7,17 @@ THUCNews, batch 64 throughout -- the report's FAQ stresses that a larger batch m
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bertwwm.errors import UserError
 from bertwwm.tasks import readers
 
 CLASSIFICATION, MRC, CJRC = "classification", "mrc", "cjrc"
-THUCNEWS_CLASSES = ("finance", "realty", "stocks", "education", "science", "society", "politics", "sports",
-                    "game", "entertainment")
+THUCNEWS_CLASSES = readers.THUCNEWS_CLASSES
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ def _table(fields: tuple[str, ...], labels: tuple[str, ...]):
     return read
 
 
-def _thucnews(path, require_labels: bool = True):
-    return readers.read_thucnews(path, require_label=require_labels)
+def _thucnews(path, require_labels: bool = True, classes: tuple[str, ...] | None = None):
+    return readers.read_thucnews(path, classes, require_label=require_labels)
 
 
 def _squad(path, require_labels: bool = True):
@@ -100,7 +101,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          labels=("0", "1"), pair=True, notes="bank question matching (sentence pairs), 2 classes"),
     Task("thucnews", "THUCNews", CLASSIFICATION, {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
          _thucnews, "accuracy", ("accuracy",), _ACC, 2e-5, 3, max_seq_length=512, labels=THUCNEWS_CLASSES,
-         notes="document classification, 10 classes (title<TAB>label index, class.txt)"),
+         notes="document classification, 10 classes (title<TAB>label index; --classes FILE for others)"),
 ]}
 ALIASES = {"cmrc": "cmrc2018", "bq": "bq_corpus", "chnsenti": "chnsenticorp"}
 
@@ -119,3 +120,14 @@ def task_file(task: Task, split: str, data_dir: str | Path | None) -> Path | Non
         return None
     path = Path(data_dir) / task.name / task.files[split]
     return path if path.is_file() else None
+
+
+def with_classes(task: Task, classes: str | Path | Sequence[str] | None) -> Task:
+    """`task` reading its label indexes as `classes`: a class file (one name per line, line i naming index i),
+    or the names themselves. Only THUCNews files hold class indexes; its default is the official ten."""
+    if classes is None:
+        return task
+    if task.name != "thucnews":
+        raise UserError(f"--classes is for thucnews (whose files hold class indexes), not {task.name}")
+    names = readers.read_class_file(classes) if isinstance(classes, (str, Path)) else tuple(classes)
+    return dataclasses.replace(task, labels=names, read=functools.partial(_thucnews, classes=names))
