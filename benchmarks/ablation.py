@@ -1,27 +1,59 @@
-"""The masking ablation: whole-word vs character vs word-n-gram masking at equal compute (runs for hours; not CI).
+"""The masking ablation: whole-word vs character vs word-n-gram masking at equal pretraining time (not CI).
 
-One corpus is prepared once with dynamic masking (token ids + word starts, no masks), so every model sees
-exactly the same instances in the same order; the pretraining collator then draws wwm, char or ngram masks.
-For each model size and policy: the same steps, batch, learning rate and seed. Each pretrained model is
-fine-tuned on CMRC 2018 and ChnSentiCorp with N seeds and scored on dev with the official metrics; the
-report-style "max (mean)" table and a plot are written under --docs together with the exact command line.
+How it is run. The corpus is split by document: every 50th document of each corpus file (the 8th, the 58th,
+...) is held out. The rest is prepared ONCE with dynamic masking (token ids and word starts, no masks) at the
+recipe's length, so every policy trains on exactly the same instances -- in the same order for the same
+pretraining seed -- and only the collator's masks differ; the held-out documents are prepared alike into a
+folder of their own, which every run is scored on (`PretrainConfig.heldout`). Each (model, policy,
+pretraining seed) is its own `bertwwm pretrain` run of the small-budget recipe `tiny-cpu-fast` (length 64,
+40% whole-word/char/n-gram masks, no NSP, batch 8 -> 16, lr 1e-3; the small model gets lr 5e-4 and 4x the
+budget, about the cost ratio of its steps) for the same wall-time budget (`--time-budget`, or `--steps` for
+exactly equal steps). Per pretraining seed a random-init control -- `bertwwm init` with that seed, which is
+the pretraining runs' own starting weights -- is fine-tuned exactly like the pretrained models: ChnSentiCorp
+and CMRC 2018, `--seeds` fine-tuning seeds, finetune's defaults for the model's size (no learning rate is
+passed unless `--finetune-lr` is given), stratified subsets, dev scored with the official metrics.
 
-Every step is resumable (prepare, pretrain, finetune keep finished work), so rerunning the same command
-continues where a killed run stopped. The report's expectation is wwm >= char on reading comprehension; the
-table says what was measured, whichever way it goes.
+What it writes under --docs: results.md (with the exact command line) and ablation.png.
+- Fine-tuning tables, one per task: a row per model and policy (and the random-init control). Each
+  pretraining seed's score is its mean over fine-tuning seeds; the cells give the report's "max (mean)" over
+  all (pretraining seed, fine-tuning seed) runs, the sd over pretraining seeds of those per-seed means (the
+  pretraining-seed variance), and the pooled sd over fine-tuning seeds within a pretraining seed.
+- A pretraining table: steps reached in the budget; held-out MLM loss and accuracy on the run's own masks
+  (15%, drawn by its policy) and the unigram loss of the same masked tokens (a model at the unigram loss
+  predicts from token frequency alone); and held-out accuracy on common 15% whole-word and character masks,
+  the same positions for every model, so those two columns compare the policies directly.
 
-    python benchmarks/ablation.py                                   # the full ablation (hours on a CPU)
-    python benchmarks/ablation.py --steps 4 --seeds 1 --models tiny --max-train-examples 16 \
-        --max-eval-examples 16 --corpus-chars 50000 --out /tmp/abl --docs /tmp/abl/docs   # smoke run
+Every step is resumable (the corpus split, prepare, each pretraining run, each fine-tuning seed keep
+finished work): rerun the same command to continue. More policies, models, tasks, pretraining or
+fine-tuning seeds may be added on a rerun; settings that change results (budget, corpus, subsets, ...) may
+not (OUT/ablation.json records them). The work goes seed by seed: all policies of pretraining seed 1 are
+pretrained and fine-tuned before seed 2 starts, so a stopped run has complete seeds.
 
-Cost with the defaults (tiny and small, 3 policies, 5,000 steps x 64 sequences, full CMRC 2018 and
-ChnSentiCorp training sets, 5 seeds): pretraining is hours on a 2-core CPU (tiny ~0.6 s per step of 64
-sequences, small several times that), and fine-tuning on the full training sets is the larger part -- days
-on such a CPU, a few hours on one GPU (pretrain and finetune use CUDA when it is available). On a CPU,
-`--max-train-examples` bounds the fine-tuning cost; dev sets are always scored in full unless
-`--max-eval-examples` is given.
+    python benchmarks/ablation.py                      # the default ablation (about 2 hours on a 2-core CPU)
+    python benchmarks/ablation.py --time-budget 20s --pretrain-seeds 2 --seeds 1 --models tiny \
+        --max-train-examples 32 --max-eval-examples 32 --corpus-chars 200000 \
+        --out /tmp/abl --docs /tmp/abl/docs            # smoke run (a few minutes)
 
-The final line is JSON: {"cases": [{"model", "policy", "task", "metric", "max", "mean", "std", "n"}, ...]}.
+Cost of the defaults on a 2-core CPU (tiny; policies wwm, char, ngram; 3 pretraining seeds; 2 fine-tuning
+seeds; 1,000 training and 500 dev examples per task; measured on this project's 2-core machine while other
+work shared it, so an idle machine is faster):
+- data, once: splitting and preparing the 20.4M-character corpus at length 64 with 2 workers, ~5 min;
+- pretraining: 3 policies x 3 seeds x 4 min = 36 min (plus ~10 s of start-up and held-out scoring each);
+- fine-tuning: (3 policies + 1 random init) x 3 seeds = 12 models, x 2 fine-tuning seeds = 24 runs per task.
+  ChnSentiCorp: 1,000 examples x 3 epochs + 1,000 dev/test examples scored, ~35 s per run -> 14 min.
+  CMRC 2018: 1,000 questions (~1,300 windows of 512) x 3 epochs + 500 dev questions, ~90 s per run -> 36 min;
+- total about 36 + 14 + 36 + 5 + 2 = 93 min, within 2 hours with room for a slower or busier machine.
+The budget per run is the knob: `--time-budget 10m` doubles the pretraining part. `--models tiny,small`
+adds the small model at 4x the budget and several times the fine-tuning cost (hours more). On a GPU
+everything is much faster (pretrain and finetune use CUDA when it is available), but a time budget then
+buys many more steps: compare runs made on one kind of machine only.
+
+The final line is JSON: {"cases": [{"model", "policy", "task", "metric", "max", "mean", "std", "n",
+"pretrain_seeds", "finetune_seeds", "seed_means", "sd_pretrain_seeds", "sd_finetune_seeds"}, ...],
+"pretraining": [{"model", "policy", "seed", "steps", "heldout": {...}, "common": {...}}, ...], "means": {...}}.
+"max", "mean", "std" and "n" are over all n = pretraining x fine-tuning seeds dev scores; "seed_means" are
+each pretraining seed's mean over fine-tuning seeds, "sd_pretrain_seeds" their sd; the random-init control
+has policy "random-init".
 """
 
 from __future__ import annotations
@@ -29,44 +61,61 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+RECIPE = "tiny-cpu-fast"
 POLICIES = ("wwm", "char", "ngram")
-TASKS = ("cmrc2018", "chnsenticorp")
-# Peak pretraining learning rates per size (the tiny-cpu recipe's 1e-3 for tiny; smaller for the larger model).
-PRETRAIN_LR = {"tiny": 1e-3, "small": 5e-4, "base": 1e-4}
-# Fine-tuning learning rates: models this small need larger steps than the report's 2e-5..3e-5 for BERT-base.
-FINETUNE_LR = {"tiny": {"cmrc2018": 3e-4, "chnsenticorp": 2e-4}, "small": {"cmrc2018": 1e-4, "chnsenticorp": 1e-4},
-               "base": {"cmrc2018": 3e-5, "chnsenticorp": 2e-5}}
+RANDOM_INIT = "random-init"  # the policy name of the no-pretraining control in the JSON
+TASKS = ("chnsenticorp", "cmrc2018")
+# Peak pretraining learning rate per size: the recipe's own (1e-3, tuned for tiny) or smaller for larger models.
+PRETRAIN_LR = {"tiny": None, "small": 5e-4, "base": 1e-4}
+# Budget per size relative to tiny: about the compute of one step (encoder plus the 21,128-way MLM output
+# of the masked tokens), so every size sees about the same number of training tokens.
+BUDGET_SCALE = {"tiny": 1, "small": 4, "base": 60}
+HELDOUT_EVERY, HELDOUT_OFFSET = 50, 7  # every 50th document of each file, starting with the 8th, is held out
+COMMON_MASKS = ("wwm", "char")  # held-out masks shared by every model, at BERT's 15%
+COMMON_MASK_PROB = 0.15
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from bertwwm.pretrain import parse_duration
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", nargs="+", default=[str(SHARED / "corpus" / "prc-laws.txt.gz"),
                                                    str(SHARED / "corpus" / "clue-small-sample.txt")],
-                   help="pretraining text (default: the shared PRC-laws corpus and CLUE sample, 20M characters)")
-    p.add_argument("--corpus-chars", type=int, help="use only the first N characters of the (single) corpus file")
+                   help="pretraining text, documents separated by blank lines (default: the shared PRC-laws "
+                        "corpus and CLUE sample, 20.4M characters)")
+    p.add_argument("--corpus-chars", type=int,
+                   help="use about N characters in all: the first N/k of each of the k corpus files")
     p.add_argument("--task-data-dir", default=str(SHARED / "tasks"), help="folder with cmrc2018/ and chnsenticorp/")
     p.add_argument("--out", default="runs/ablation", help="work folder (rerun the same command to resume)")
     p.add_argument("--docs", default=str(REPO / "docs" / "ablation"), help="where results.md and the PNG go")
     p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated masking policies")
-    p.add_argument("--models", default="tiny,small", help="comma-separated model presets")
+    p.add_argument("--models", default="tiny", help="comma-separated model presets (tiny, small, base)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
-    p.add_argument("--steps", type=int, default=5000, help="pretraining steps per model (equal for every policy)")
-    p.add_argument("--batch-size", type=int, default=64, help="pretraining sequences per step")
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=12345, help="data and pretraining seed (the same for every model)")
-    p.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per model and task (>= 5 for the ablation)")
-    p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs")
-    p.add_argument("--max-train-examples", type=int, help="fine-tune on a stratified sample of N training examples")
-    p.add_argument("--max-eval-examples", type=int, help="score a stratified sample of N dev examples")
-    p.add_argument("--cmrc-max-seq-length", type=int, default=384)
+    p.add_argument("--time-budget", default="4m",
+                   help="wall time of each tiny pretraining run (90s, 4m, 1h; larger models get more, see "
+                        "BUDGET_SCALE); default 4m")
+    p.add_argument("--steps", type=int, help="pretrain exactly N steps per run instead of a time budget")
+    p.add_argument("--pretrain-seeds", type=int, default=3, help="pretraining seeds per policy (default 3)")
+    p.add_argument("--seed", type=int, default=12345,
+                   help="the data seed and the first pretraining seed (the others follow: 12346, 12347, ...)")
+    p.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds per model and task (default 2)")
+    p.add_argument("--epochs", type=float, help="fine-tuning epochs (default: finetune's for the model's size)")
+    p.add_argument("--finetune-lr", type=float,
+                   help="fine-tuning learning rate (default: finetune's for the model's size)")
+    p.add_argument("--max-train-examples", type=int, default=1000,
+                   help="fine-tune on a stratified sample of N training examples (default 1000; 0: all)")
+    p.add_argument("--max-eval-examples", type=int, default=500,
+                   help="score a stratified sample of N dev (and test) examples (default 500; 0: all)")
     p.add_argument("--workers", type=int, default=2, help="prepare worker processes")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for pretraining")
@@ -78,185 +127,457 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
               [x for x in args.models if x not in PRETRAIN_LR]
     if unknown:
         p.error(f"unknown value(s): {', '.join(unknown)}")
+    if not (args.policies and args.models and args.tasks):
+        p.error("--policies, --models and --tasks need at least one value each")
+    if args.pretrain_seeds < 1 or args.seeds < 1:
+        p.error("--pretrain-seeds and --seeds must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be positive")
+    try:
+        args.budget_seconds = None if args.steps else parse_duration(args.time_budget)
+    except Exception as e:  # a UserError with the readable message
+        p.error(str(e))
+    if args.budget_seconds is not None and args.budget_seconds <= 0:
+        p.error("--time-budget must be positive")
+    args.max_train_examples = args.max_train_examples or None  # 0: the full training set
+    args.max_eval_examples = args.max_eval_examples or None
+    args.pretrain_seed_list = [args.seed + k for k in range(args.pretrain_seeds)]
     return args
 
 
-def cut_corpus(files: list[str], chars: int, target: Path) -> Path:
-    """The first `chars` characters of one text file, cut at a document boundary (a blank line)."""
-    if target.is_file():
-        return target
-    if len(files) != 1:
-        raise SystemExit("--corpus-chars needs exactly one --corpus file")
-    opener = gzip.open if files[0].endswith(".gz") else open
-    kept, n = [], 0
-    with opener(files[0], "rt", encoding="utf-8") as f:
-        for line in f:
-            kept.append(line)
-            n += len(line)
-            if n >= chars and not line.strip():
-                break
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(target)
-    return target
+# ------------------------------------------------------------------------------------------------ data
+
+def read_documents(path: str, max_chars: int | None) -> list[str]:
+    """The documents of a text file (separated by blank lines), up to about `max_chars` characters."""
+    from bertwwm.errors import UserError
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    docs, lines, total = [], [], 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    lines.append(line if line.endswith("\n") else line + "\n")
+                    total += len(line)
+                    continue
+                if lines:
+                    docs.append("".join(lines))
+                    lines = []
+                    if max_chars is not None and total >= max_chars:
+                        return docs
+    except FileNotFoundError:
+        raise UserError("corpus file not found", path) from None
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise UserError(f"cannot read the corpus file ({e})", path) from None
+    if lines:
+        docs.append("".join(lines))
+    return docs
 
 
-def prepare_data(args, out: Path) -> Path:
+def split_corpus(args, out: Path) -> tuple[Path, Path]:
+    """OUT/corpus/train.txt and heldout.txt: every HELDOUT_EVERY-th document of each file is held out."""
+    from bertwwm.errors import UserError
+    from bertwwm.fileio import atomic_write_text
+
+    folder = out / "corpus"
+    train, heldout = folder / "train.txt", folder / "heldout.txt"
+    if train.is_file() and heldout.is_file():
+        return train, heldout
+    share = None if args.corpus_chars is None else max(1, args.corpus_chars // len(args.corpus))
+    kept, held = [], []
+    for path in args.corpus:
+        for i, doc in enumerate(read_documents(path, share)):
+            (held if i % HELDOUT_EVERY == HELDOUT_OFFSET else kept).append(doc)
+    if not held or not kept:
+        raise UserError(f"too few documents to hold out every {HELDOUT_EVERY}th (found {len(kept) + len(held)}); "
+                        "give a larger corpus (documents are separated by blank lines)", args.corpus[0])
+    atomic_write_text(heldout, "\n".join(held))  # held-out first: train.txt existing means both exist
+    atomic_write_text(train, "\n".join(kept))
+    print(f"[ablation] corpus: {len(kept):,} documents ({sum(map(len, kept)):,} chars) to train on, "
+          f"{len(held):,} ({sum(map(len, held)):,} chars) held out -> {folder}", flush=True)
+    return train, heldout
+
+
+def prepare_folder(text: Path, folder: Path, args, max_seq_length: int) -> Path:
     from bertwwm.errors import UserError
     from bertwwm.prepare import prepare
     from bertwwm.storage import read_manifest
 
-    folder = out / "data"
     try:
         read_manifest(folder)
         print(f"[ablation] data: reused {folder}", flush=True)
         return folder
     except UserError:
         pass
-    files = args.corpus if args.corpus_chars is None else \
-        [str(cut_corpus(args.corpus, args.corpus_chars, out / f"corpus-{args.corpus_chars}.txt"))]
     # Dynamic: ids and word starts only; each policy's collator draws its own masks from the same instances.
-    prepare(files, folder, masking="wwm", max_seq_length=args.max_seq_length, nsp=True, dynamic=True,
+    prepare([str(text)], folder, masking="wwm", max_seq_length=max_seq_length, nsp=False, dynamic=True,
             workers=args.workers, seed=args.seed, progress=not args.no_progress)
     return folder
 
 
-def pretrain_model(args, data: Path, out: Path, model: str, policy: str) -> Path:
+def check_settings(args, out: Path) -> None:
+    """A rerun continues the same ablation: refuse settings that would mix results of different setups."""
+    from bertwwm.errors import UserError
+    from bertwwm.fileio import atomic_write_json
+
+    now = {"recipe": RECIPE, "corpus": [str(Path(c).resolve()) for c in args.corpus],
+           "corpus_chars": args.corpus_chars, "heldout_every": HELDOUT_EVERY, "seed": args.seed,
+           "time_budget_s": args.budget_seconds, "steps": args.steps, "epochs": args.epochs,
+           "finetune_lr": args.finetune_lr, "max_train_examples": args.max_train_examples,
+           "max_eval_examples": args.max_eval_examples, "bf16": args.bf16,
+           "task_data_dir": str(Path(args.task_data_dir).resolve())}
+    path = out / "ablation.json"
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        differing = [k for k in now if before.get(k) != now[k]]
+        if differing:
+            raise UserError(f"{out} holds an ablation with other settings "
+                            f"({', '.join(f'{k}: {before.get(k)!r} now {now[k]!r}' for k in differing)}); "
+                            "rerun with the same options to continue it, or choose another --out", path)
+    else:
+        atomic_write_json(path, now)
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+def pretrain_model(args, data: Path, heldout: Path, out: Path, model: str, policy: str, seed: int) -> Path:
     import torch
 
-    from bertwwm.pretrain import config_from_recipe, load_recipe, pretrain
+    from bertwwm.pretrain import config_from_recipe, load_recipe, pretrain, scale_steps
 
-    folder = out / f"pretrain-{model}-{policy}"
-    if (folder / "final" / "config.json").is_file():
-        print(f"[ablation] pretrain {model} {policy}: reused", flush=True)
-        return folder / "final"
-    recipe, where = load_recipe("tiny-cpu")
-    cfg = config_from_recipe(recipe, where, out=str(folder), data=str(data), preset=model, policy=policy,
-                             data_masking="dynamic", lr=PRETRAIN_LR[model], seed=args.seed, resume=True,
-                             bf16=args.bf16, threads=args.threads or torch.get_num_threads(),
-                             save_every=max(1, min(500, args.steps // 4)), eval_every=max(1, args.steps // 10),
-                             log_every=max(1, min(20, args.steps // 10)), progress=not args.no_progress)
-    for phase in cfg.phases:
-        phase.steps, phase.batch_size, phase.max_seq_length = args.steps, args.batch_size, args.max_seq_length
-    print(f"[ablation] pretrain {model} {policy}: {args.steps} steps x {args.batch_size} -> {folder}", flush=True)
-    return pretrain(cfg)
+    folder = out / f"pretrain-{model}-{policy}-seed{seed}"
+    recipe, where = load_recipe(RECIPE)
+    budget = None if args.steps else args.budget_seconds * BUDGET_SCALE[model]
+    cfg = config_from_recipe(recipe, where, out=str(folder), data=str(data), heldout=str(heldout), preset=model,
+                             policy=policy, lr=PRETRAIN_LR[model], seed=seed, resume=True, bf16=args.bf16,
+                             time_budget=budget, threads=args.threads or torch.get_num_threads(),
+                             progress=not args.no_progress)
+    if args.steps:
+        scale_steps(cfg, args.steps)
+        cfg.eval_every = max(1, min(cfg.eval_every, args.steps // 10))
+        cfg.save_every = max(1, min(cfg.save_every, args.steps // 4))
+    how = f"{args.steps} steps" if args.steps else f"{budget:g} s"
+    print(f"[ablation] pretrain {model} {policy} seed {seed}: {how} -> {folder}", flush=True)
+    return pretrain(cfg)  # a finished run with the same settings returns at once
 
 
-def finetune_model(args, out: Path, final: Path, model: str, policy: str, task: str) -> Path:
-    from bertwwm.finetune import finetune
+def random_init_model(out: Path, model: str, seed: int) -> Path:
+    from bertwwm.init_model import init_model
 
-    folder = out / f"finetune-{task}-{model}-{policy}"
-    print(f"[ablation] finetune {task} on {model} {policy}: {args.seeds} seeds -> {folder}", flush=True)
-    finetune(task, str(final.resolve()), folder, seeds=args.seeds, data_dir=args.task_data_dir, save_model=False,
-             progress=not args.no_progress, epochs=args.epochs, learning_rate=FINETUNE_LR[model][task],
-             max_seq_length=args.cmrc_max_seq_length if task == "cmrc2018" else 256,
-             batch_size=32, max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    folder = out / f"init-{model}-seed{seed}"
+    if not (folder / "config.json").is_file():
+        init_model(folder, preset=model, seed=seed)  # the pretraining runs' starting weights for this seed
     return folder
 
 
-def plot(rows: list[tuple[str, str, str, dict]], curves: dict[str, Path], png: Path) -> None:
-    """Left: each task's main dev metric per model and policy (every seed, mean and max). Right: MLM loss."""
+def finetune_model(args, out: Path, model_folder: Path, name: str, task: str) -> Path:
+    from bertwwm.finetune import finetune
+
+    folder = out / f"finetune-{task}-{name}"
+    print(f"[ablation] finetune {task} on {name}: {args.seeds} seed(s) -> {folder}", flush=True)
+    finetune(task, str(model_folder.resolve()), folder, seeds=args.seeds, data_dir=args.task_data_dir,
+             save_model=False, progress=not args.no_progress, epochs=args.epochs, learning_rate=args.finetune_lr,
+             max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    return folder
+
+
+def last_eval(run: Path) -> dict:
+    """The run's last held-out record in metrics.jsonl (own masks), with the step it was taken at."""
+    record: dict = {}
+    path = run / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("split") == "eval":
+                    record = r
+    return {k: record[k] for k in ("step", "mlm_loss", "mlm_acc", "unigram_loss", "unigram_acc") if k in record}
+
+
+class CommonHeldout:
+    """Held-out MLM scores on masks shared by every model (15% whole-word and character masks, drawn once)."""
+
+    def __init__(self, data: Path, heldout: Path, phase: dict, mask_prob: float, instances: int):
+        from bertwwm import heldout as ho
+        from bertwwm.storage import PreparedDataset
+        from bertwwm.tokens import VocabInfo
+
+        from bertwwm.model import VOCAB_SIZE
+
+        items = ho.heldout_items(heldout, instances, phase["max_seq_length"])
+        self.log_probs = ho.unigram_log_probs(PreparedDataset(data), [], VOCAB_SIZE)
+        self.batches = {}
+        micro = phase["batch_size"]  # as pretrain's own evaluation: so a wwm run's own masks are these wwm masks
+        for policy in COMMON_MASKS:
+            collator = ho.evaluation_collator(policy, COMMON_MASK_PROB,
+                                              round(phase["max_predictions"] * COMMON_MASK_PROB / mask_prob), "token")
+            collator.vocab = VocabInfo.from_vocab(None)
+            self.batches[policy] = [collator(items[k:k + micro]) for k in range(0, len(items), micro)]
+
+    def score(self, model_folder: Path) -> dict:
+        """{policy: {mlm_loss, mlm_acc, unigram_loss, unigram_acc}}, cached beside the model."""
+        from bertwwm.fileio import atomic_write_json
+
+        cache = model_folder.parent / f"{model_folder.name}-common-heldout.json"
+        if cache.is_file():
+            return json.loads(cache.read_text(encoding="utf-8"))
+        import torch
+
+        from bertwwm import heldout as ho
+        from bertwwm.model import PretrainingModel, load_model
+
+        net = PretrainingModel(load_model(model_folder, nsp=False))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        net.to(device)
+        scores = {}
+        for policy, batches in self.batches.items():
+            record = ho.evaluate(net, batches, device, self.log_probs)
+            scores[policy] = {k: record[k] for k in ("mlm_loss", "mlm_acc", "unigram_loss", "unigram_acc")}
+        atomic_write_json(cache, scores)
+        return scores
+
+
+# ------------------------------------------------------------------------------------------- summaries
+
+def sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def combine(per_seed: dict[int, dict]) -> dict:
+    """{metric: stats} over pretraining seeds from {pretraining seed: report.summarize(...)} (dev split)."""
+    out: dict = {}
+    metrics = [m for m in next(iter(per_seed.values())).get("dev", {})]
+    for metric in metrics:
+        groups = [s["dev"][metric]["values"] for s in per_seed.values() if metric in s.get("dev", {})]
+        scores = [v for g in groups for v in g]
+        means = [statistics.fmean(g) for g in groups]
+        # pooled sd over fine-tuning seeds within a pretraining seed (0 with one fine-tuning seed)
+        dof = sum(len(g) - 1 for g in groups)
+        within = math.sqrt(sum(sum((v - statistics.fmean(g)) ** 2 for v in g) for g in groups) / dof) if dof else 0.0
+        out[metric] = {"max": max(scores), "mean": statistics.fmean(scores), "std": sd(scores), "n": len(scores),
+                       "pretrain_seeds": len(groups), "finetune_seeds": min(len(g) for g in groups),
+                       "seed_means": means, "sd_pretrain_seeds": sd(means), "sd_finetune_seeds": within,
+                       "values": scores}
+    return out
+
+
+def label(model: str, policy: str) -> str:
+    return f"{model} (random init)" if policy == RANDOM_INIT else f"{model} {policy}"
+
+
+def finetune_tables(rows: list[dict]) -> str:
+    from bertwwm.tasks.registry import get_task
+
+    parts = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        metrics = list(task_rows[0]["stats"])
+        header = ["Model", "Seeds (pretrain x finetune)"]
+        for m in metrics:
+            name = m.split("/")[-1].upper() if m != "accuracy" else "Acc"
+            header += [f"Dev {name} max (mean)", "sd pretrain seeds", "sd finetune seeds"]
+        lines = [f"### {get_task(task).title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in task_rows:
+            first = r["stats"][metrics[0]]
+            cells = [label(r["model"], r["policy"]), f"{first['pretrain_seeds']} x {first['finetune_seeds']}"]
+            for m in metrics:
+                s = r["stats"][m]
+                cells += [f"{s['max']:.1f} ({s['mean']:.1f})", f"{s['sd_pretrain_seeds']:.2f}",
+                          f"{s['sd_finetune_seeds']:.2f}" if s["finetune_seeds"] > 1 else "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{statistics.fmean(values):.{digits}f} ± {sd(values):.{digits}f}" if len(values) > 1 else \
+        f"{values[0]:.{digits}f}"
+
+
+def pretraining_table(runs: list[dict]) -> str:
+    header = ["Model", "Seeds", "Steps", "MLM loss (own masks)", "MLM acc (own masks)", "Unigram loss (own masks)",
+              *(f"Acc on common {p} masks" for p in COMMON_MASKS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in dict.fromkeys((r["model"], r["policy"]) for r in runs):
+        group = [r for r in runs if (r["model"], r["policy"]) == key]
+        own = [r["heldout"] for r in group]
+        cells = [label(*key), str(len(group)), mean_sd([r["steps"] for r in group], 0),
+                 mean_sd([h.get("mlm_loss") for h in own]), mean_sd([h.get("mlm_acc") for h in own]),
+                 mean_sd([h.get("unigram_loss") for h in own]),
+                 *(mean_sd([r["common"][p]["mlm_acc"] for r in group]) for p in COMMON_MASKS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], runs: list[dict], png: Path) -> None:
+    """Per task: each pretraining seed's mean dev score (dots), all fine-tuning runs (small grey), the mean
+    (line) and max (^). Right: held-out MLM loss over steps (own masks), and each policy's unigram line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bertwwm.fileio import atomic_path
     from bertwwm.plot import read_metrics
-    from bertwwm.report import plot_seed_scores
     from bertwwm.tasks.registry import get_task
 
-    tasks = sorted({r[2] for r in rows}, key=TASKS.index)
+    colors = {p: f"C{k}" for k, p in enumerate(POLICIES + (RANDOM_INIT,))}
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(5 * (len(tasks) + 1), 4.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         metric = "/".join(get_task(task).main_metric)
         ticks, labels = [], []
-        for x, (model, policy, _, summary) in enumerate(r for r in rows if r[2] == task):
-            plot_seed_scores(ax, x, summary["dev"][metric], f"C{POLICIES.index(policy)}")
+        for x, r in enumerate(r for r in rows if r["task"] == task):
+            s = r["stats"][metric]
+            ax.scatter([x] * len(s["values"]), s["values"], s=8, color="0.6", alpha=0.6)
+            ax.scatter([x] * len(s["seed_means"]), s["seed_means"], s=28, color=colors[r["policy"]], alpha=0.9)
+            ax.hlines([s["mean"]], x - 0.3, x + 0.3, color="k", linewidth=1)
+            ax.scatter([x], [s["max"]], marker="^", color="k", s=30)
             ticks.append(x)
-            labels.append(f"{model}\n{policy}")
+            labels.append(label(r["model"], r["policy"]).replace(" ", "\n", 1))
         ax.set_xticks(ticks, labels, fontsize=8)
-        ax.set_title(f"{get_task(task).title} dev {metric} per seed (line mean, ^ max)", fontsize=9)
+        ax.set_title(f"{get_task(task).title} dev {metric}: dot = one pretraining seed's mean\n"
+                     "(grey: every fine-tuning run; line mean, ^ max)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     ax = axes[0][-1]
-    for k, (name, folder) in enumerate(curves.items()):
-        series = read_metrics(folder).get("eval", {}).get("mlm_loss")
-        if series:
-            ax.plot(*series, marker="o", markersize=3, label=name, color=f"C{k}")
-    ax.set_title("held-out MLM loss (each policy on its own masks)", fontsize=9)
+    named = set()
+    for r in runs:
+        if r["policy"] == RANDOM_INIT:
+            continue
+        series = read_metrics(r["folder"]).get("eval", {})
+        name = label(r["model"], r["policy"])
+        if series.get("mlm_loss"):
+            ax.plot(*series["mlm_loss"], marker="o", markersize=2, color=colors[r["policy"]], alpha=0.8,
+                    label=None if name in named else name, linestyle="-" if r["model"] == "tiny" else "--")
+        if series.get("unigram_loss"):
+            ax.plot(*series["unigram_loss"], color=colors[r["policy"]], alpha=0.4, linestyle=":")
+        named.add(name)
+    ax.set_title("held-out MLM loss (each run on its own policy's 15% masks;\n"
+                 "dotted: unigram loss of the same masked tokens)", fontsize=9)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, format="png", dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
-def write_results(args, rows, curves, docs: Path, seconds: float) -> list[dict]:
-    from bertwwm.fileio import atomic_write_text
-    from bertwwm.report import render_tables
-
-    docs.mkdir(parents=True, exist_ok=True)
-    plot(rows, curves, docs / "ablation.png")
-    table = render_tables([(f"{model} {policy}", summary) for model, policy, _, summary in rows])
-    command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds: float) -> None:
     import torch
 
+    from bertwwm.fileio import atomic_write_text
+
+    docs.mkdir(parents=True, exist_ok=True)
+    plot(rows, runs, docs / "ablation.png")
+    command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    budget = (f"{args.steps} steps per run" if args.steps else
+              f"a wall-time budget of {args.budget_seconds:g} s per tiny run"
+              f"{' (x' + str(BUDGET_SCALE['small']) + ' for small)' if 'small' in args.models else ''}")
+    subsets = (f"{f'a stratified sample of {args.max_train_examples} training examples' if args.max_train_examples else 'the full training sets'}, "
+               f"{f'a stratified sample of {args.max_eval_examples} dev (and test) examples' if args.max_eval_examples else 'the full dev sets'}")
     text = (
-        "# Masking ablation: wwm vs char vs ngram at equal compute\n\n"
+        "# Masking ablation: wwm vs char vs ngram at equal pretraining time\n\n"
         f"Produced by:\n\n```\n{command}\n```\n\n"
-        f"Models {', '.join(args.models)}; policies {', '.join(args.policies)}; {args.steps} pretraining steps x "
-        f"{args.batch_size} sequences of length {args.max_seq_length}, seed {args.seed}, the same instances in "
-        f"the same order for every policy (dynamic masking over one prepared folder). Fine-tuning: "
-        f"{args.seeds} seeds, {args.epochs:g} epoch(s), dev scores with the official metrics; cells read "
-        f"\"max (mean)\" then the standard deviation over seeds.\n\n"
-        f"Corpus: {', '.join(Path(c).name for c in args.corpus)}"
-        f"{f' (first {args.corpus_chars:,} characters)' if args.corpus_chars else ''}. "
-        f"Fine-tuning data: {args.task_data_dir}"
-        f"{f', a stratified sample of {args.max_train_examples} train' if args.max_train_examples else ''}"
-        f"{f', a stratified sample of {args.max_eval_examples} dev examples' if args.max_eval_examples else ''}.\n\n"
+        f"Models {', '.join(args.models)}; policies {', '.join(args.policies)}; recipe `{RECIPE}` for {budget}; "
+        f"pretraining seeds {', '.join(map(str, args.pretrain_seed_list))}. Every policy trains on the same "
+        f"prepared instances (dynamic masking over one folder; the same order for the same seed). Corpus: "
+        f"{', '.join(Path(c).name for c in args.corpus)}"
+        f"{f' (about {args.corpus_chars:,} characters, split evenly over the files)' if args.corpus_chars else ''}"
+        f", every {HELDOUT_EVERY}th document held out for evaluation. The random-init rows are `bertwwm init` "
+        f"with each pretraining seed: the pretraining runs' starting weights, never trained.\n\n"
+        f"Fine-tuning: {args.seeds} seed(s) per model, finetune's defaults for the model's size"
+        f"{f' except lr {args.finetune_lr:g}' if args.finetune_lr else ''}"
+        f"{f', {args.epochs:g} epoch(s)' if args.epochs else ''}; {subsets} ({args.task_data_dir}); dev "
+        f"scores with the official metrics.\n\n"
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
-        f"wall time of this invocation {seconds / 3600:.2f} h (finished steps are reused).\n\n"
-        f"{table}\n![ablation](ablation.png)\n")
+        f"wall time of this invocation {seconds / 3600:.2f} h (finished runs are reused).\n\n"
+        "## Fine-tuning\n\n"
+        "Each pretraining seed's score is its mean dev score over the fine-tuning seeds. \"max (mean)\" is over "
+        "all pretraining x fine-tuning runs, as in the report; \"sd pretrain seeds\" is the standard deviation "
+        "over pretraining seeds of those per-seed means (the pretraining-seed variance); \"sd finetune seeds\" "
+        "the pooled standard deviation over fine-tuning seeds within a pretraining seed. A difference "
+        "between policies smaller than about twice the pretraining-seed sd is not a finding.\n\n"
+        f"{finetune_tables(rows)}\n"
+        "## Pretraining (held-out text)\n\n"
+        "Mean ± sd over pretraining seeds at each run's last step. \"Own masks\": the run's own policy at "
+        "15% (what `pretrain` logs; a policy's masks are harder or easier to fill than another's, so these "
+        "columns do not compare policies); the unigram loss is that of the same masked tokens under their "
+        "training-text frequencies (a model at it predicts from frequency alone). \"Common masks\": the same "
+        "15% whole-word or character masks for every model, so these columns do compare them.\n\n"
+        f"{pretraining_table(runs)}\n![ablation](ablation.png)\n")
     atomic_write_text(docs / "results.md", text)
+
+
+def cases_of(rows: list[dict]) -> list[dict]:
     cases = []
-    for model, policy, task, summary in rows:
-        for metric, s in summary["dev"].items():
-            cases.append({"model": model, "policy": policy, "task": task, "metric": metric,
-                          **{k: s[k] for k in ("max", "mean", "std", "n")}})
+    for r in rows:
+        for metric, s in r["stats"].items():
+            cases.append({"model": r["model"], "policy": r["policy"], "task": r["task"], "metric": metric,
+                          **{k: s[k] for k in ("max", "mean", "std", "n", "pretrain_seeds", "finetune_seeds",
+                                                "seed_means", "sd_pretrain_seeds", "sd_finetune_seeds")}})
     return cases
 
 
+# ------------------------------------------------------------------------------------------------- main
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from bertwwm.errors import UserError
-    from bertwwm.finetune import read_results
-    from bertwwm.report import summarize
-
+    import torch
     from transformers.utils import logging as hf_logging
 
+    from bertwwm.errors import UserError
+    from bertwwm.pretrain import load_recipe
+    from bertwwm.report import read_results, summarize
+
     hf_logging.set_verbosity_error()  # the expected "new task head" load report, once per seed, buries progress
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        data = prepare_data(args, out)
-        finals = {(m, p): pretrain_model(args, data, out, m, p) for m in args.models for p in args.policies}
-        rows = []
-        for task in args.tasks:
-            for (model, policy), final in finals.items():
-                folder = finetune_model(args, out, final, model, policy, task)
-                rows.append((model, policy, task, summarize(read_results(folder))))
+        check_settings(args, out)
+        recipe, _ = load_recipe(RECIPE)
+        length, eval_instances = recipe["phases"][-1]["max_seq_length"], recipe["train"]["eval_instances"]
+        train_text, heldout_text = split_corpus(args, out)
+        data = prepare_folder(train_text, out / f"data-{length}", args, length)
+        heldout = prepare_folder(heldout_text, out / f"heldout-{length}", args, length)
+        common = CommonHeldout(data, heldout, recipe["phases"][-1], recipe["masking"]["mask_prob"], eval_instances)
+        runs, finetuned = [], {}  # finetuned: (model, policy, task) -> {pretraining seed: summary}
+        for seed in args.pretrain_seed_list:  # seed by seed: a stopped ablation has complete seeds
+            for model in args.models:
+                models = {RANDOM_INIT: random_init_model(out, model, seed)}
+                runs.append({"model": model, "policy": RANDOM_INIT, "seed": seed, "steps": 0, "heldout": {},
+                             "common": common.score(models[RANDOM_INIT]), "folder": str(models[RANDOM_INIT])})
+                for policy in args.policies:
+                    final = models[policy] = pretrain_model(args, data, heldout, out, model, policy, seed)
+                    own = last_eval(final.parent)
+                    runs.append({"model": model, "policy": policy, "seed": seed, "steps": own.pop("step", None),
+                                 "heldout": own, "common": common.score(final), "folder": str(final.parent)})
+                for task in args.tasks:
+                    for policy, folder in models.items():
+                        name = f"{model}-{policy}-seed{seed}"
+                        results = read_results(finetune_model(args, out, folder, name, task))
+                        finetuned.setdefault((model, policy, task), {})[seed] = summarize(results)
     except UserError as e:
         print(f"ablation: error: {e}", file=sys.stderr)
         return 2
-    curves = {f"{m} {p}": f.parent for (m, p), f in finals.items()}
-    cases = write_results(args, rows, curves, Path(args.docs), time.perf_counter() - started)
+    order = [(m, p) for m in args.models for p in (*args.policies, RANDOM_INIT)]
+    rows = [{"model": m, "policy": p, "task": t, "stats": combine(finetuned[(m, p, t)])}
+            for t in args.tasks for m, p in order]
+    runs.sort(key=lambda r: (order.index((r["model"], r["policy"])), r["seed"]))
+    write_results(args, rows, runs, Path(args.docs), time.perf_counter() - started)
     print((Path(args.docs) / "results.md").read_text(encoding="utf-8"))
-    print(json.dumps({"cases": cases, "means": {f"{c['model']} {c['policy']} {c['task']} {c['metric']}":
-                                                round(c["mean"], 2) for c in cases}}, ensure_ascii=False))
+    cases = cases_of(rows)
+    pretraining = [{k: r[k] for k in ("model", "policy", "seed", "steps", "heldout", "common")} for r in runs]
+    print(json.dumps({"cases": cases, "pretraining": pretraining,
+                      "means": {f"{c['model']} {c['policy']} {c['task']} {c['metric']}": round(c["mean"], 2)
+                                for c in cases}}, ensure_ascii=False))
     return 0
 
 

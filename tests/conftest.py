@@ -19,6 +19,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def resources() -> Path:
+    """The data shipped in the package (src/bertwwm/resources: vocab, a law-text sample, ChnSentiCorp and
+    CMRC 2018 slices in their original formats): enough for tests that need only a little real data."""
+    from importlib.resources import files
+
+    return Path(str(files("bertwwm") / "resources"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     # Two cores, two xdist workers: one intra-op thread each keeps tests from oversubscribing. Session

@@ -52,6 +52,7 @@ def test_run_folder_holds_every_output(demo_runs):
                                                                 BUDGETS["test"].cmrc2018[1])))[task]
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_demo_json_and_results_json_carry_pretraining_and_the_control(demo_runs):
     out, first, *_ = demo_runs
     state = json.loads((out / "demo.json").read_text(encoding="utf-8"))
@@ -66,6 +67,7 @@ def test_demo_json_and_results_json_carry_pretraining_and_the_control(demo_runs)
     assert state["reading"] and "random init" in state["reading"]
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_the_control_is_the_pretraining_runs_starting_point(demo_runs):
     """Same shape, same seed, same weights before the first step: pretraining is the only difference."""
     import torch
@@ -81,6 +83,7 @@ def test_the_control_is_the_pretraining_runs_starting_point(demo_runs):
         assert torch.equal(value, fresh[key]), key
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_table_is_max_mean_over_seeds_of_the_saved_results(demo_runs):
     out, first, *_ = demo_runs
     table = (out / "results.md").read_text(encoding="utf-8")
@@ -97,6 +100,7 @@ def test_table_is_max_mean_over_seeds_of_the_saved_results(demo_runs):
             assert cells[-1] == (f"{max(values):.1f}", f"{np.mean(values):.1f}")
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_masking_is_the_only_difference_between_the_two_pretraining_runs(demo_runs):
     out, *_ = demo_runs
     configs = {p: json.loads((out / f"pretrain-{p}" / "run_config.json").read_text()) for p in POLICIES}
@@ -105,6 +109,7 @@ def test_masking_is_the_only_difference_between_the_two_pretraining_runs(demo_ru
     assert configs["wwm"]["data"] == str(out / "data")
 
 
+@pytest.mark.slow  # the whole demo, twice (fixture demo_runs)
 def test_second_run_reuses_every_step(demo_runs):
     out, first, first_s, second, second_s = demo_runs
     assert second["reused"] == STEPS

@@ -105,7 +105,8 @@ def test_a_run_with_a_teacher_resumes_bitwise(setup, tmp_path):
     for later in sorted((resumed / "checkpoints").glob("step-*"))[1:]:  # back to step 2, inside the warm-up
         shutil.rmtree(later)
     assert _pretrain(setup, resumed, "--resume") == 0
-    a, b = load_file(str(straight / "final" / "model.safetensors")), load_file(str(resumed / "final" / "model.safetensors"))
+    a = load_file(str(straight / "final" / "model.safetensors"))
+    b = load_file(str(resumed / "final" / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -126,4 +127,5 @@ def test_a_teacher_with_another_vocabulary_is_one_line(setup, tmp_path, capsys):
                  "--data", str(setup / "data"), "--out", str(tmp_path / "run"), "--teacher", str(tmp_path / "wide"),
                  "--max-steps", "1", "--batch-size", "4", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("bertwwm pretrain: error:") and "21,131-entry vocabulary and the student 21,128" in err[-1]
+    assert err[-1].startswith("bertwwm pretrain: error:")
+    assert "21,131-entry vocabulary and the student 21,128" in err[-1]

@@ -61,3 +61,24 @@ def test_random_references(tmp_path):
     folder = materialise_random("random:tiny@4", tmp_path)
     again = materialise_random("random:tiny@4", tmp_path)
     assert folder == again and (folder / "model.safetensors").is_file()
+
+
+def test_report_labels_runs_of_a_random_init_model(tmp_path):
+    """`report` marks the control's runs: a folder `init` wrote, or a random: reference."""
+    from bertwwm.report import report
+
+    control = init_model(tmp_path / "control", preset="tiny", seed=0)
+    runs = []
+    for name, model in (("pre", "runs/wwm/final"), ("ctl", str(control)), ("ref", "random:tiny")):
+        folder = tmp_path / name
+        folder.mkdir()
+        row = {"task": "chnsenticorp", "model": model, "seed": 1, "dev": {"accuracy": 80.0, "total": 10},
+               "dev_score": 80.0}
+        (folder / "results.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+        runs.append(folder)
+    table, rows = report(runs, None)
+    labels = [label for label, _ in rows]
+    assert labels[0] == "runs/wwm/final" and labels[1].endswith("(random init)")
+    assert labels[2] == "random:tiny (random init)"
+    assert [summary.get("control", False) for _, summary in rows] == [False, True, True]
+    assert "(random init)" in table

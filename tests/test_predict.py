@@ -12,15 +12,15 @@ from bertwwm.tasks import readers
 
 
 @pytest.fixture(scope="module")
-def senti_run(tmp_path_factory, shared_data):
+def senti_run(tmp_path_factory, resources):
     from tests.test_finetune import make_tiny_model
 
     root = tmp_path_factory.mktemp("predict")
     model = make_tiny_model(root / "tiny", layers=1, hidden=64)
     dev = root / "dev.tsv"
-    lines = (shared_data / "tasks/chnsenticorp/dev.tsv").read_text(encoding="utf-8").splitlines()
+    lines = (resources / "tasks/chnsenticorp/dev.tsv").read_text(encoding="utf-8").splitlines()
     dev.write_text("\n".join(lines[:41]) + "\n", encoding="utf-8")
-    ft.finetune("chnsenticorp", model, root / "run", seeds=1, train=str(shared_data / "tasks/chnsenticorp/train.tsv"),
+    ft.finetune("chnsenticorp", model, root / "run", seeds=1, train=str(resources / "tasks/chnsenticorp/train.tsv"),
                 dev=str(dev), progress=False, max_seq_length=48, batch_size=16, epochs=1, learning_rate=5e-4,
                 max_train_examples=64)
     return root, dev

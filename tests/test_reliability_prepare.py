@@ -59,6 +59,7 @@ def test_a_second_writer_of_a_prepare_folder_is_refused(text, tmp_path, capsys):
     assert read_manifest(out)["complete"]
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_parent(shared_data, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bertwwm", "prepare", str(shared_data / "corpus" / "clue-small-sample.txt"),
@@ -142,16 +143,21 @@ def test_a_utf8_byte_order_mark_is_not_text(text, tmp_path):
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
 
 
-def test_one_very_long_line_is_one_document_split_into_pieces(text, tmp_path, capsys):
+def test_one_very_long_line_is_one_document_split_into_pieces(text, tmp_path, capsys, monkeypatch):
+    # The limits scaled down 16-fold (1 MiB lines, 4M-character documents) so the test stays fast.
+    from bertwwm import corpus
+
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 64 << 10)
+    monkeypatch.setattr(corpus, "MAX_DOCUMENT_CHARS", 250_000 // 3)
     line = text.read_text(encoding="utf-8").replace("\n", "")
     path = tmp_path / "one-line.txt"
-    path.write_text(line * (2_500_000 // len(line.encode()) + 1) + "\n", encoding="utf-8")  # ~2.5 MB, one line
-    assert path.read_text(encoding="utf-8").count("\n") == 1 and path.stat().st_size > 2 * 2**20
-    assert _prepare(str(path), "--out", str(tmp_path / "out"), "--shard-chars", "100000000") == 0
+    path.write_text(line * (300_000 // len(line.encode()) + 1) + "\n", encoding="utf-8")  # ~300 kB, one line
+    assert path.read_text(encoding="utf-8").count("\n") == 1
+    assert _prepare(str(path), "--out", str(tmp_path / "out")) == 0
     counts = read_manifest(tmp_path / "out")["counts"]
-    assert counts["documents"] == 1 and counts["split_long_lines"] >= 2 and counts["instances"] > 0
+    assert counts["split_long_lines"] >= 4 and counts["split_long_documents"] >= 1 and counts["instances"] > 0
     two_lines = tmp_path / "two-lines.txt"
-    two_lines.write_text(line + "\n" + line + "\n", encoding="utf-8")
+    two_lines.write_text(line * 3 + "\n" + line * 3 + "\n", encoding="utf-8")
     assert _prepare(str(two_lines), "--out", str(tmp_path / "out2")) == 2
     _one_clear_line(capsys.readouterr().err, "prepare", f"{two_lines}:2:", "no blank line")
 

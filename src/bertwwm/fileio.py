@@ -95,7 +95,10 @@ def disk_full_error(exc: BaseException, path: str | Path) -> UserError | None:
         return None
     code = getattr(exc, "errno", None)
     full = code in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
-    if not full and (isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError"):
+    # Only errors that carry no errno of their own (numpy's short write, torch's zip writer, safetensors)
+    # are judged by the free space; a PermissionError on a nearly full disk stays a PermissionError.
+    if not full and code is None and (isinstance(exc, (OSError, RuntimeError))
+                                      or type(exc).__name__ == "SafetensorError"):
         free = free_bytes(path)
         full = full or (free is not None and free < DISK_FULL_FREE_BYTES)
     if not full:
@@ -103,14 +106,3 @@ def disk_full_error(exc: BaseException, path: str | Path) -> UserError | None:
     target = getattr(exc, "filename", None) or path
     return UserError(f"no space left on {mount_point(path)} while writing {target}")
 
-
-@contextlib.contextmanager
-def disk_full_as_user_error(path: str | Path) -> Iterator[None]:
-    """Turn a full disk while writing `path` (a file, or a folder being filled) into a clear UserError."""
-    try:
-        yield
-    except Exception as e:
-        full = disk_full_error(e, path)
-        if full is not None:
-            raise full from None
-        raise

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bertwwm.tokens import VOCAB_SIZE
+
 PROBE_TOKENS = 384            # tokens of the shipped corpus the probe reads (3 sequences of 128)
 PROBE_SEQ = 128
 MASK_EVERY = 7                # every 7th token of a sequence is masked (~14%, like BERT's 15%)
@@ -37,7 +39,7 @@ HEAD_PREFIX = "cls.predictions"
 
 @dataclass
 class HeadReport:
-    status: str                # "ok", "missing" or "untrained"
+    status: str                # "ok", "missing", "untrained" or "skipped" (not a Chinese-vocabulary BERT)
     accuracy: float = float("nan")
     loss: float = float("nan")
     masked: int = 0
@@ -45,7 +47,7 @@ class HeadReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status in ("ok", "skipped")
 
 
 @contextlib.contextmanager
@@ -100,6 +102,8 @@ def probe_mlm_head(model) -> HeadReport:
     import torch.nn.functional as F
 
     hf = getattr(model, "hf", model)
+    if hf.config.vocab_size < VOCAB_SIZE or hf.config.max_position_embeddings < PROBE_SEQ:
+        return HeadReport("skipped")  # the probe is Chinese text in Google's vocabulary, 128 tokens a row
     inputs, labels = probe_batch()
     device = next(hf.parameters()).device
     was_training = hf.training
@@ -164,12 +168,25 @@ ADVICE = {
 }
 
 
+def _chinese_vocabulary(path: str | Path | None) -> bool:
+    """False when the folder's vocab.txt is not Google's Chinese one (or an extension of it)."""
+    from bertwwm.tokens import load_vocab
+
+    vocab = Path(path) / "vocab.txt" if path is not None else None
+    if vocab is None or not vocab.is_file():
+        return True
+    try:
+        return list(load_vocab(str(vocab)))[:VOCAB_SIZE] == list(load_vocab())
+    except Exception:  # unreadable vocabulary: loading the tokenizer will say so
+        return False
+
+
 def check_mlm_head(model, path: str | Path | None, verb: str, *, warmup_steps: int = 0, advice: str | None = None,
                    subject: str = "the MLM head", stream=None) -> HeadReport:
     """Probe `model` (loaded from `path`, if known) and print one warning line when its head is missing or
     untrained. Returns the report; never raises for a bad head (the model is still usable for training)."""
     has_head = checkpoint_has_mlm_head(path) if path is not None else None
-    report = probe_mlm_head(model)
+    report = probe_mlm_head(model) if _chinese_vocabulary(path) else HeadReport("skipped")
     if has_head is False:
         report.status = "missing"
     if report.ok:

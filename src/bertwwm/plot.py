@@ -10,6 +10,7 @@ from bertwwm.errors import UserError
 
 METRICS = "metrics.jsonl"
 SERIES = ("mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc")
+REFERENCES = ("unigram_loss", "unigram_acc")  # held-out records: the plateau, drawn as dashed lines
 
 
 def read_metrics(run: str | Path) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
@@ -31,7 +32,7 @@ def read_metrics(run: str | Path) -> dict[str, dict[str, tuple[list[int], list[f
         except (ValueError, KeyError, TypeError):
             raise UserError("not a metrics record (JSON with a step)", path, n) from None
         split = record.get("split", "train")
-        for key in SERIES:
+        for key in SERIES + REFERENCES:
             value = record.get(key)
             if isinstance(value, (int, float)):
                 steps, values = out.setdefault(split, {}).setdefault(key, ([], []))
@@ -60,10 +61,15 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
         style = styles.get(split, {})
         for key, (steps, values) in series.items():
             ax = ax_loss if key.endswith("loss") else ax_acc
-            ax.plot(steps, values, label=f"{split} {key.replace('_', ' ')}", **style)
+            if key in REFERENCES:
+                ax.plot(steps, values, color="grey", linestyle="--", linewidth=1.2,
+                        label=f"{key.replace('_', ' ')} (predict by frequency: the plateau)")
+            else:
+                ax.plot(steps, values, label=f"{split} {key.replace('_', ' ')}", **style)
     ax_loss.set_title("loss")
     ax_acc.set_title("accuracy")
-    ax_acc.set_ylim(0, 1)
+    highest = max((v for ln in ax_acc.lines for v in ln.get_ydata()), default=1.0)
+    ax_acc.set_ylim(0, min(1.0, highest * 1.25 + 0.02))  # small accuracies stay readable
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

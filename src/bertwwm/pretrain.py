@@ -908,20 +908,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         load_weights(model, checkpoint)
     model.train()
 
-    step, consumed, elapsed_before = 0, 0, 0.0
-    collator_state = None
-    if state is not None:
-        step = state["step"]
-        schedule_state = state.get("schedule") or {}
-        elapsed_before = float(schedule_state.get("elapsed_s", 0.0))
-        consumed = int((state.get("data_position") or {}).get("instances_consumed", 0))
-        set_rng_state(rank_state["rng"])
-        collator_state = (state["phase"], rank_state["collator"])
-    else:
-        # Dropout and anything else drawing from the global RNGs starts from the seed (per rank).
-        random.seed(cfg.seed + d.rank)
-        np.random.seed((cfg.seed + d.rank) % 2**32)
-        torch.manual_seed(cfg.seed + d.rank)
+    step, consumed, elapsed_before, collator_state = start_position(state, rank_state, cfg, d)
 
     train_model = wrap_parallel(model, cfg, d)
     optimizer = build_optimizer(model.hf, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -977,10 +964,10 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
             bar.show(record)
             window = StepStats()
         bar.advance(step)
-        if heldout is not None and (step % cfg.eval_every == 0 or last):
-            heldout.write(log, step, i)
-        if cfg.fsdp or d.world > 1:
-            _barrier(d)
+        if step % cfg.eval_every == 0 or last:
+            if heldout is not None:
+                heldout.write(log, step, i)
+            _barrier(d)  # the other ranks wait for rank 0's evaluation
         if step % cfg.save_every == 0 and not last:
             save_checkpoint(run, step, model, optimizer, collator, cfg, d,
                             position={"phase": i, "instances_consumed": consumed}, elapsed=clock.elapsed())
@@ -991,16 +978,37 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
         heldout.write(log, step, phase_index)
     bar.close()
     log.close()
+    return write_final(run, model, optimizer, cfg, d)
+
+
+# ------------------------------------------------------------------------------------------- loop parts
+
+def start_position(state: dict | None, rank_state: dict | None, cfg: PretrainConfig, d: Dist):
+    """(step, instances of the phase consumed, elapsed seconds, (phase, collator state) or None) to start from:
+    a checkpoint's, with every RNG restored, or a new run's, with the global RNGs seeded per rank (dropout and
+    anything else drawing from them)."""
+    import torch
+
+    if state is None:
+        random.seed(cfg.seed + d.rank)
+        np.random.seed((cfg.seed + d.rank) % 2**32)
+        torch.manual_seed(cfg.seed + d.rank)
+        return 0, 0, 0.0, None
+    set_rng_state(rank_state["rng"])
+    consumed = int((state.get("data_position") or {}).get("instances_consumed", 0))
+    elapsed = float((state.get("schedule") or {}).get("elapsed_s", 0.0))
+    return state["step"], consumed, elapsed, (state["phase"], rank_state["collator"])
+
+
+def write_final(run: Path, model, optimizer, cfg: PretrainConfig, d: Dist) -> Path:
     final = run / FINAL
-    weights, _ = full_state(model, optimizer, d) if cfg.fsdp else (None, None)
+    weights, _ = full_state(model, optimizer, d) if cfg.fsdp else (None, None)  # collective under FSDP
     if d.main:
         with atomic_path(final) as tmp:
             write_model(model, tmp, weights)
     _barrier(d)
     return final
 
-
-# ------------------------------------------------------------------------------------------- loop parts
 
 _now = time.monotonic  # the run's clock (tests replace it with a deterministic one)
 

@@ -1,0 +1,142 @@
+"""The research harness behind docs/pretrain-small-budget.md: one pretraining configuration of the tiny model,
+run for a number of steps (or seconds) and scored on held-out text, printed as one JSON line.
+
+It is deliberately smaller than `bertwwm pretrain` (no checkpoints, no phases, instances drawn at random with
+replacement) so that many configurations can be compared quickly; the parts that matter are bertwwm's own:
+the whole-word-mask collator, `PretrainingModel`, the optimiser's parameter groups, warm-up then linear decay.
+Held-out accuracy is measured on a separately prepared folder with fixed 15% whole-word and character masks.
+
+    bertwwm prepare train.txt --out tr64 --max-seq-length 64 --no-nsp --dynamic
+    bertwwm prepare heldout.txt --out ho128 --max-seq-length 128 --no-nsp --dynamic
+    python benchmarks/recipe_probe.py --data tr64 --heldout ho128 --steps 1500 --lr 1e-3 --mask 0.4
+"""
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+from bertwwm.storage import PreparedDataset
+from bertwwm.collate import WholeWordMaskCollator
+from bertwwm.masking import MaskingConfig
+from bertwwm.model import PretrainingModel, build_model, bert_config
+from bertwwm.optim import parameter_groups
+
+p = argparse.ArgumentParser()
+p.add_argument("--data", default="tr64")
+p.add_argument("--data2", default=None, help="second phase data (longer)")
+p.add_argument("--switch", type=float, default=1.0, help="fraction of budget on data")
+p.add_argument("--heldout", default="ho128")
+p.add_argument("--budget", type=float, default=120)
+p.add_argument("--steps", type=int, default=0)
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--b0", type=int, default=8)
+p.add_argument("--b1", type=int, default=8)
+p.add_argument("--mask", type=float, default=0.15)
+p.add_argument("--maxpred", type=int, default=0)
+p.add_argument("--policy", default="wwm")
+p.add_argument("--dropout", type=float, default=0.0)
+p.add_argument("--warmup", type=float, default=0.05)
+p.add_argument("--decay", default="linear")
+p.add_argument("--beta2", type=float, default=0.98)
+p.add_argument("--wd", type=float, default=0.01)
+p.add_argument("--clip", type=float, default=0.5)
+p.add_argument("--preset", default="tiny")
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--save", default=None)
+p.add_argument("--tag", default="")
+p.add_argument("--init_range", type=float, default=0.02)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(a.seed)
+cfg = bert_config(a.preset, dropout=a.dropout, initializer_range=a.init_range)
+model = PretrainingModel(build_model(cfg, nsp=False))
+opt = torch.optim.AdamW(parameter_groups(model.hf, a.wd), lr=a.lr, betas=(0.9, a.beta2), eps=1e-6)
+
+
+def collator(ds, mask, seed):
+    L = ds.manifest["max_seq_length"]
+    mp = a.maxpred or max(1, int(round(L * mask)) + 2)
+    return WholeWordMaskCollator(MaskingConfig(policy=a.policy, mask_prob=mask, max_predictions=mp), seed=seed,
+                                 pad_to_multiple_of=8)
+
+
+ds1 = PreparedDataset(a.data)
+ds2 = PreparedDataset(a.data2) if a.data2 else None
+ho = PreparedDataset(a.heldout)
+ho_items = [ho[i] for i in range(0, len(ho), max(1, len(ho) // 600))][:600]
+ho_coll = {pol: WholeWordMaskCollator(MaskingConfig(policy=pol, mask_prob=0.15, max_predictions=20), seed=1, pad_to_multiple_of=8) for pol in ("wwm", "char")}
+ho_batches = {pol: [c(ho_items[i:i + 50]) for i in range(0, len(ho_items), 50)] for pol, c in ho_coll.items()}
+
+
+def evaluate():
+    model.eval()
+    res = {}
+    with torch.no_grad():
+        for pol, bs in ho_batches.items():
+            s = c = n = 0
+            for b in bs:
+                o = model(**b)
+                s += float(o.mlm_loss_sum); c += float(o.mlm_correct); n += o.mlm_count
+            res[pol] = (s / n, c / n)
+    model.train()
+    return res
+
+
+rng = np.random.default_rng(a.seed)
+coll1 = collator(ds1, a.mask, a.seed + 1)
+coll2 = collator(ds2, a.mask, a.seed + 2) if ds2 else None
+t0 = time.perf_counter()
+step = 0
+tokens = 0
+last_eval = 0
+hist = []
+while True:
+    el = time.perf_counter() - t0
+    f = (step / a.steps) if a.steps else el / a.budget
+    if f >= 1:
+        break
+    warm = a.warmup
+    if f < warm:
+        lr = a.lr * f / warm
+    elif a.decay == "linear":
+        lr = a.lr * (1 - f) / (1 - warm)
+    elif a.decay == "cos":
+        lr = a.lr * 0.5 * (1 + math.cos(math.pi * (f - warm) / (1 - warm)))
+    else:
+        lr = a.lr
+    for g in opt.param_groups:
+        g["lr"] = lr
+    bs = int(round(a.b0 + (a.b1 - a.b0) * min(1.0, f / 0.5)))
+    if ds2 is not None and f >= a.switch:
+        ds, coll = ds2, coll2
+    else:
+        ds, coll = ds1, coll1
+    idx = rng.integers(0, len(ds), bs)
+    batch = coll([ds[int(i)] for i in idx])
+    out = model(**batch)
+    out.loss.backward()
+    if a.clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    step += 1
+    tokens += int(batch["attention_mask"].sum())
+    if a.steps and step % (a.steps // 3) == 0 and step < a.steps:
+        r = evaluate(); hist.append((step, round(el), round(r["wwm"][1], 4)))
+    elif not a.steps and el - last_eval > a.budget / 3:
+        last_eval = el
+        r = evaluate()
+        hist.append((round(el), round(r["wwm"][1], 4)))
+r = evaluate()
+res = dict(tag=a.tag, budget=a.budget, steps=step, tokens=tokens, secs=round(time.perf_counter()-t0),
+           wwm_loss=round(r["wwm"][0], 3), wwm_acc=round(r["wwm"][1], 4), char_loss=round(r["char"][0], 3),
+           char_acc=round(r["char"][1], 4), hist=hist, args=vars(a))
+print(json.dumps(res), flush=True)
+if a.save:
+    from bertwwm.model import save_model
+    model.hf.config.hidden_dropout_prob = 0.1
+    model.hf.config.attention_probs_dropout_prob = 0.1
+    save_model(model, a.save)
