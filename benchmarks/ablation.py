@@ -6,22 +6,24 @@ recipe's length, so every policy trains on exactly the same instances -- in the 
 pretraining seed -- and only the collator's masks differ; the held-out documents are prepared alike into a
 folder of their own, which every run is scored on (`PretrainConfig.heldout`). Each (model, policy,
 pretraining seed) is its own `bertwwm pretrain` run of the small-budget recipe `tiny-cpu-fast` (length 64,
-40% whole-word/char/n-gram masks, no NSP, batch 8 -> 16, lr 1e-3; the small model gets lr 5e-4 and 4x the
-budget, about the cost ratio of its steps) for the same wall-time budget (`--time-budget`, or `--steps` for
-exactly equal steps). Per pretraining seed a random-init control -- `bertwwm init` with that seed, which is
-the pretraining runs' own starting weights -- is fine-tuned exactly like the pretrained models: ChnSentiCorp
-and CMRC 2018, `--seeds` fine-tuning seeds, finetune's defaults for the model's size (no learning rate is
-passed unless `--finetune-lr` is given), stratified subsets, dev scored with the official metrics.
+40% masks, no NSP, batch 8 -> 16, lr 1e-3) for the same wall-time budget (`--time-budget`; `--steps N` for
+exactly equal steps instead). The small model gets lr 5e-4 and 4x the budget (about the cost ratio of its
+steps, so it sees about as many tokens). Per pretraining seed a random-init control -- `bertwwm init` with
+that seed, i.e. the pretraining runs' own starting weights -- is fine-tuned exactly like the pretrained
+models: ChnSentiCorp and CMRC 2018, `--seeds` fine-tuning seeds, finetune's learning rate and epochs for the
+model's size (none is passed unless `--finetune-lr` / `--epochs` is given), batch 16, length 128 / 256, on
+stratified subsets; dev scored with the official metrics.
 
 What it writes under --docs: results.md (with the exact command line) and ablation.png.
-- Fine-tuning tables, one per task: a row per model and policy (and the random-init control). Each
+- Fine-tuning tables, one per task: a row per model and policy, and the random-init control. Each
   pretraining seed's score is its mean over fine-tuning seeds; the cells give the report's "max (mean)" over
   all (pretraining seed, fine-tuning seed) runs, the sd over pretraining seeds of those per-seed means (the
   pretraining-seed variance), and the pooled sd over fine-tuning seeds within a pretraining seed.
-- A pretraining table: steps reached in the budget; held-out MLM loss and accuracy on the run's own masks
-  (15%, drawn by its policy) and the unigram loss of the same masked tokens (a model at the unigram loss
-  predicts from token frequency alone); and held-out accuracy on common 15% whole-word and character masks,
-  the same positions for every model, so those two columns compare the policies directly.
+- A pretraining table (mean ± sd over seeds): steps reached in the budget; held-out MLM loss and accuracy on
+  the run's own masks (15%, drawn by its policy, as `pretrain` logs them) and the unigram loss of the same
+  masked tokens (a model at the unigram loss predicts from token frequency alone); and held-out accuracy on
+  common 15% whole-word and character masks, the same positions for every model, so those two columns
+  compare the policies directly.
 
 Every step is resumable (the corpus split, prepare, each pretraining run, each fine-tuning seed keep
 finished work): rerun the same command to continue. More policies, models, tasks, pretraining or
@@ -29,24 +31,29 @@ fine-tuning seeds may be added on a rerun; settings that change results (budget,
 not (OUT/ablation.json records them). The work goes seed by seed: all policies of pretraining seed 1 are
 pretrained and fine-tuned before seed 2 starts, so a stopped run has complete seeds.
 
-    python benchmarks/ablation.py                      # the default ablation (about 2 hours on a 2-core CPU)
+    python benchmarks/ablation.py                      # the default ablation (about 1.5 h on a 2-core CPU)
     python benchmarks/ablation.py --time-budget 20s --pretrain-seeds 2 --seeds 1 --models tiny \
         --max-train-examples 32 --max-eval-examples 32 --corpus-chars 200000 \
-        --out /tmp/abl --docs /tmp/abl/docs            # smoke run (a few minutes)
+        --out /tmp/abl --docs /tmp/abl/docs            # smoke run (a few minutes on an idle CPU)
 
-Cost of the defaults on a 2-core CPU (tiny; policies wwm, char, ngram; 3 pretraining seeds; 2 fine-tuning
-seeds; 1,000 training and 500 dev examples per task; measured on this project's 2-core machine while other
-work shared it, so an idle machine is faster):
-- data, once: splitting and preparing the 20.4M-character corpus at length 64 with 2 workers, ~5 min;
-- pretraining: 3 policies x 3 seeds x 4 min = 36 min (plus ~10 s of start-up and held-out scoring each);
-- fine-tuning: (3 policies + 1 random init) x 3 seeds = 12 models, x 2 fine-tuning seeds = 24 runs per task.
-  ChnSentiCorp: 1,000 examples x 3 epochs + 1,000 dev/test examples scored, ~35 s per run -> 14 min.
-  CMRC 2018: 1,000 questions (~1,300 windows of 512) x 3 epochs + 500 dev questions, ~90 s per run -> 36 min;
-- total about 36 + 14 + 36 + 5 + 2 = 93 min, within 2 hours with room for a slower or busier machine.
-The budget per run is the knob: `--time-budget 10m` doubles the pretraining part. `--models tiny,small`
-adds the small model at 4x the budget and several times the fine-tuning cost (hours more). On a GPU
-everything is much faster (pretrain and finetune use CUDA when it is available), but a time budget then
-buys many more steps: compare runs made on one kind of machine only.
+Cost of the defaults (tiny; policies wwm, char, ngram; 3 pretraining seeds; 3 fine-tuning seeds; 4-minute
+runs), with the rates `bertwwm demo` measured on this project's 2-core CPU (pretraining 0.12-0.14 s per step
+of 16 x 64 tokens; ChnSentiCorp training ~230 examples/s at length 128, scoring ~900/s; CMRC 2018 training
+~21 questions/s at length 256 (~3 windows each), scoring ~100/s):
+- data, once: reading and splitting the 20.4M-character corpus, preparing both parts at length 64 with 2
+  workers: ~2 min;
+- pretraining: 3 policies x 3 seeds x (4 min + ~15 s to build, save and score the model) = ~38 min
+  (~1,800-2,000 steps per run);
+- fine-tuning: (3 policies + random init) x 3 pretraining seeds = 12 models, x 3 fine-tuning seeds = 36 runs
+  per task. ChnSentiCorp: 1,000 examples x 3 epochs (~13 s) + 1,200 dev and 1,200 test scored (~3 s) +
+  loading (~2 s) = ~18 s a run, 11 min. CMRC 2018: 300 questions x 3 epochs (~43 s) + 500 dev questions
+  (~5 s) + loading (~2 s) = ~50 s a run, 30 min;
+- total: 2 + 38 + 11 + 30 = ~81 min on an idle machine; the rest of the 2 hours is the margin for a
+  slower or busier one (all of this is CPU-bound: another job on the same cores slows it in proportion).
+`--time-budget` is the knob: each extra minute per run adds 9 minutes. `--models tiny,small` adds the small
+model at 4x the budget and several times the fine-tuning cost (hours more). On a GPU everything is faster
+(pretrain and finetune use CUDA when available), and a time budget then buys many more steps: compare runs
+made on one kind of machine only.
 
 The final line is JSON: {"cases": [{"model", "policy", "task", "metric", "max", "mean", "std", "n",
 "pretrain_seeds", "finetune_seeds", "seed_means", "sd_pretrain_seeds", "sd_finetune_seeds"}, ...],
@@ -83,6 +90,11 @@ BUDGET_SCALE = {"tiny": 1, "small": 4, "base": 60}
 HELDOUT_EVERY, HELDOUT_OFFSET = 50, 7  # every 50th document of each file, starting with the 8th, is held out
 COMMON_MASKS = ("wwm", "char")  # held-out masks shared by every model, at BERT's 15%
 COMMON_MASK_PROB = 0.15
+# Fine-tuning per task, as `bertwwm demo` does on a CPU (the size defaults' learning rate was measured at
+# batch 16): (training examples, dev/test examples; None = all), max sequence length. The training subsets
+# are small on purpose: the fewer labels, the more a pretrained start can show.
+FINETUNE = {"chnsenticorp": ((1000, None), 128), "cmrc2018": ((300, 500), 256)}
+FINETUNE_BATCH_SIZE = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,14 +120,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-seeds", type=int, default=3, help="pretraining seeds per policy (default 3)")
     p.add_argument("--seed", type=int, default=12345,
                    help="the data seed and the first pretraining seed (the others follow: 12346, 12347, ...)")
-    p.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds per model and task (default 2)")
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per model and task (default 3)")
     p.add_argument("--epochs", type=float, help="fine-tuning epochs (default: finetune's for the model's size)")
     p.add_argument("--finetune-lr", type=float,
                    help="fine-tuning learning rate (default: finetune's for the model's size)")
-    p.add_argument("--max-train-examples", type=int, default=1000,
-                   help="fine-tune on a stratified sample of N training examples (default 1000; 0: all)")
-    p.add_argument("--max-eval-examples", type=int, default=500,
-                   help="score a stratified sample of N dev (and test) examples (default 500; 0: all)")
+    p.add_argument("--max-train-examples", type=int,
+                   help="fine-tune every task on a stratified sample of N training examples (0: all; default: "
+                        "ChnSentiCorp 1,000, CMRC 2018 300)")
+    p.add_argument("--max-eval-examples", type=int,
+                   help="score a stratified sample of N dev (and test) examples of every task (0: all; default: "
+                        "ChnSentiCorp all 1,200 + 1,200, CMRC 2018 500)")
+    p.add_argument("--cmrc-max-seq-length", type=int, default=FINETUNE["cmrc2018"][1])
+    p.add_argument("--chnsenticorp-max-seq-length", type=int, default=FINETUNE["chnsenticorp"][1])
     p.add_argument("--workers", type=int, default=2, help="prepare worker processes")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for pretraining")
@@ -139,8 +155,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(e))
     if args.budget_seconds is not None and args.budget_seconds <= 0:
         p.error("--time-budget must be positive")
-    args.max_train_examples = args.max_train_examples or None  # 0: the full training set
-    args.max_eval_examples = args.max_eval_examples or None
+    args.subsets = {}  # task -> (training examples, evaluation examples), None = all
+    for task in args.tasks:
+        train, evaluate = FINETUNE[task][0]
+        train = train if args.max_train_examples is None else args.max_train_examples or None
+        evaluate = evaluate if args.max_eval_examples is None else args.max_eval_examples or None
+        args.subsets[task] = (train, evaluate)
+    args.max_lengths = {"chnsenticorp": args.chnsenticorp_max_seq_length, "cmrc2018": args.cmrc_max_seq_length}
     args.pretrain_seed_list = [args.seed + k for k in range(args.pretrain_seeds)]
     return args
 
@@ -223,19 +244,20 @@ def check_settings(args, out: Path) -> None:
     now = {"recipe": RECIPE, "corpus": [str(Path(c).resolve()) for c in args.corpus],
            "corpus_chars": args.corpus_chars, "heldout_every": HELDOUT_EVERY, "seed": args.seed,
            "time_budget_s": args.budget_seconds, "steps": args.steps, "epochs": args.epochs,
-           "finetune_lr": args.finetune_lr, "max_train_examples": args.max_train_examples,
-           "max_eval_examples": args.max_eval_examples, "bf16": args.bf16,
+           "finetune_lr": args.finetune_lr, "bf16": args.bf16,
+           **{f"{task}_examples": list(args.subsets[task]) for task in args.tasks},
+           **{f"{task}_max_seq_length": args.max_lengths[task] for task in args.tasks},
            "task_data_dir": str(Path(args.task_data_dir).resolve())}
     path = out / "ablation.json"
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
-        differing = [k for k in now if before.get(k) != now[k]]
+        differing = [k for k in now if k in before and before[k] != now[k]]  # a task added later is new
         if differing:
             raise UserError(f"{out} holds an ablation with other settings "
                             f"({', '.join(f'{k}: {before.get(k)!r} now {now[k]!r}' for k in differing)}); "
                             "rerun with the same options to continue it, or choose another --out", path)
-    else:
-        atomic_write_json(path, now)
+        now = {**before, **now}
+    atomic_write_json(path, now)
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -275,9 +297,11 @@ def finetune_model(args, out: Path, model_folder: Path, name: str, task: str) ->
 
     folder = out / f"finetune-{task}-{name}"
     print(f"[ablation] finetune {task} on {name}: {args.seeds} seed(s) -> {folder}", flush=True)
+    n_train, n_eval = args.subsets[task]
     finetune(task, str(model_folder.resolve()), folder, seeds=args.seeds, data_dir=args.task_data_dir,
              save_model=False, progress=not args.no_progress, epochs=args.epochs, learning_rate=args.finetune_lr,
-             max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+             batch_size=FINETUNE_BATCH_SIZE, max_seq_length=args.max_lengths[task], max_train_examples=n_train,
+             max_eval_examples=n_eval)
     return folder
 
 
@@ -466,6 +490,15 @@ def plot(rows: list[dict], runs: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
+def subset_text(task: str, n_train: int | None, n_eval: int | None, length: int) -> str:
+    from bertwwm.tasks.registry import get_task
+
+    splits = "dev and test" if task == "chnsenticorp" else "dev"
+    train = f"a stratified sample of {n_train:,} training examples" if n_train else "all training examples"
+    scored = f"a stratified sample of {n_eval:,} {splits} examples" if n_eval else f"all {splits} examples"
+    return f"{get_task(task).title}: {train}, {scored}, length {length}"
+
+
 def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds: float) -> None:
     import torch
 
@@ -477,8 +510,7 @@ def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds:
     budget = (f"{args.steps} steps per run" if args.steps else
               f"a wall-time budget of {args.budget_seconds:g} s per tiny run"
               f"{' (x' + str(BUDGET_SCALE['small']) + ' for small)' if 'small' in args.models else ''}")
-    subsets = (f"{f'a stratified sample of {args.max_train_examples} training examples' if args.max_train_examples else 'the full training sets'}, "
-               f"{f'a stratified sample of {args.max_eval_examples} dev (and test) examples' if args.max_eval_examples else 'the full dev sets'}")
+    subsets = "; ".join(subset_text(t, n, m, args.max_lengths[t]) for t, (n, m) in args.subsets.items())
     text = (
         "# Masking ablation: wwm vs char vs ngram at equal pretraining time\n\n"
         f"Produced by:\n\n```\n{command}\n```\n\n"
@@ -489,10 +521,10 @@ def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds:
         f"{f' (about {args.corpus_chars:,} characters, split evenly over the files)' if args.corpus_chars else ''}"
         f", every {HELDOUT_EVERY}th document held out for evaluation. The random-init rows are `bertwwm init` "
         f"with each pretraining seed: the pretraining runs' starting weights, never trained.\n\n"
-        f"Fine-tuning: {args.seeds} seed(s) per model, finetune's defaults for the model's size"
-        f"{f' except lr {args.finetune_lr:g}' if args.finetune_lr else ''}"
-        f"{f', {args.epochs:g} epoch(s)' if args.epochs else ''}; {subsets} ({args.task_data_dir}); dev "
-        f"scores with the official metrics.\n\n"
+        f"Fine-tuning: {args.seeds} seed(s) per model, batch {FINETUNE_BATCH_SIZE}, finetune's defaults for "
+        f"the model's size{f' except lr {args.finetune_lr:g}' if args.finetune_lr else ''}"
+        f"{f', {args.epochs:g} epoch(s)' if args.epochs else ''}. {subsets} ({args.task_data_dir}). The "
+        f"tables show dev scores with the official metrics (test scores are in each run's results.jsonl).\n\n"
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
         f"wall time of this invocation {seconds / 3600:.2f} h (finished runs are reused).\n\n"
@@ -535,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     from bertwwm.report import read_results, summarize
 
     hf_logging.set_verbosity_error()  # the expected "new task head" load report, once per seed, buries progress
+    if args.no_progress:
+        from bertwwm.finetune import quiet_progress_bars
+
+        quiet_progress_bars()  # transformers' "Loading weights" bars too
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -174,9 +174,11 @@ def test_existing_output_is_kept_unless_forced(tiny_tf, tmp_path, capsys):
 def test_no_checkpoint_and_missing_paths(tmp_path, capsys):
     _fails(["convert", "tf-to-hf", str(tmp_path), str(tmp_path / "o")], capsys, "no TF checkpoint here")
     _fails(["convert", "tf-to-hf", str(tmp_path / "nope"), str(tmp_path / "o")], capsys, "no such checkpoint")
-    _fails(["convert", "hf-to-tf", str(tmp_path / "nope"), str(tmp_path / "o")], capsys, "no such file or folder")
+    _fails(["convert", "hf-to-tf", str(tmp_path / "nope"), str(tmp_path / "o")], capsys, "no such local folder or file")
     with pytest.raises(UserError, match="no model found"):
         hf_to_tf(tmp_path, tmp_path / "o")
+    with pytest.raises(UserError, match="not a local model folder"):  # zoo names: the zoo resolves them first
+        hf_to_tf("bert-wwm", tmp_path / "o")
 
 
 def test_a_non_chinese_vocabulary_is_copied_and_gets_its_own_tokenizer(tmp_path, capsys):

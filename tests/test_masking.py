@@ -14,6 +14,7 @@ from bertwwm.align import WordAligner
 from bertwwm.errors import UserError
 from bertwwm.masking import (POLICIES, MaskingConfig, _select_words_greedy, _visiting_order, budget, mask_batch,
                              mask_instance)
+from bertwwm.similar_words import SimilarWords, TableSettings, build_table
 from bertwwm.tokens import CLS_ID, MASK_ID, SEP_ID, VocabInfo, load_vocab
 from reference import SPECIAL, word_groups
 
@@ -45,7 +46,7 @@ def check_instance(ids, word_starts, cfg, masked, positions, labels):
     assert np.array_equal(masked[unchanged], ids[unchanged])  # nothing outside the chosen tokens changes
     chosen = set(positions.tolist())
     groups = word_groups(ids, np.ones(len(ids), bool) if cfg.policy == "char" else word_starts)
-    if cfg.policy in ("wwm", "ngram"):
+    if cfg.policy in ("wwm", "ngram", "macbert"):
         for group in groups:  # whole words only
             assert set(group) <= chosen or not set(group) & chosen
     if cfg.policy in ("wwm", "char"):
@@ -127,15 +128,21 @@ TEXTS = st.lists(st.one_of(st.sampled_from(CHARS), st.sampled_from(WORDS)), min_
 @settings(max_examples=100, deadline=None)
 @given(a=TEXTS, b=TEXTS, seed=st.integers(0, 2**32 - 1), policy=st.sampled_from(POLICIES),
        decide_per=st.sampled_from(["token", "word"]), max_predictions=st.integers(1, 20))
-def test_properties_on_random_text(aligner, a, b, seed, policy, decide_per, max_predictions):
+def test_properties_on_random_text(aligner, similar_table, a, b, seed, policy, decide_per, max_predictions):
     ids, starts = instance(aligner, a, b)
     cfg = MaskingConfig(policy=policy, decide_per=decide_per, max_predictions=max_predictions)
-    masked, positions, labels = mask_instance(ids, starts, cfg, np.random.default_rng(seed))
+    masked, positions, labels = mask_instance(ids, starts, cfg, np.random.default_rng(seed),
+                                              similar=similar_table if policy == "macbert" else None)
     groups = check_instance(ids, starts, cfg, masked, positions, labels)
     if policy == "char":  # every token is a word: the budget is always filled when there are enough
         assert len(positions) == min(budget(len(ids), cfg), sum(map(len, groups)))
     replaced = masked[positions]
     random_ids = set(VOCAB.random_ids.tolist())
+    if policy == "macbert":  # never [MASK]; a similar word's tokens or random tokens
+        allowed = random_ids | {i for w in similar_table.word_ids for i in w}
+        assert all(new != MASK_ID and (new == old or new in allowed)
+                   for new, old in zip(replaced.tolist(), labels.tolist()))
+        return
     for new, old in zip(replaced.tolist(), labels.tolist()):
         assert new == MASK_ID or new == old or new in random_ids
 
@@ -143,7 +150,7 @@ def test_properties_on_random_text(aligner, a, b, seed, policy, decide_per, max_
 @settings(max_examples=100, deadline=None)
 @given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1),
        policy=st.sampled_from(POLICIES))
-def test_mask_batch_rows_are_independent_instances(lengths, seed, policy):
+def test_mask_batch_rows_are_independent_instances(similar_table, lengths, seed, policy):
     rng = np.random.default_rng(seed)
     rows = []
     for n in lengths:
@@ -152,7 +159,8 @@ def test_mask_batch_rows_are_independent_instances(lengths, seed, policy):
     ids = np.concatenate([r[0] for r in rows])
     starts = np.concatenate([r[1] for r in rows])
     cfg = MaskingConfig(policy=policy)
-    masked, chosen = mask_batch(ids, starts, np.array([len(r[0]) for r in rows]), cfg, rng)
+    masked, chosen = mask_batch(ids, starts, np.array([len(r[0]) for r in rows]), cfg, rng,
+                                similar=similar_table if policy == "macbert" else None)
     offset = 0
     for row_ids, row_starts in rows:
         n = len(row_ids)
@@ -175,6 +183,13 @@ def corpus_instances(shared_data, aligner):
         out.append((np.concatenate(([CLS_ID], ids[i * body:(i + 1) * body], [SEP_ID])),
                     np.concatenate(([True], chunk_starts, [True]))))
     return out[:600]
+
+
+@pytest.fixture(scope="module")
+def similar_table(corpus_instances):
+    """A similar-words table built from the same law text (words as the aligner makes them)."""
+    return build_table([(ids[1:-1], starts[1:-1]) for ids, starts in corpus_instances],
+                       settings=TableSettings(min_count=3, max_words=3000, max_contexts=800))
 
 
 @pytest.mark.parametrize("decide_per", ["token", "word"])
@@ -210,12 +225,13 @@ def test_80_10_10_proportions_over_many_draws(corpus_instances, decide_per):
     assert len(set(random_drawn)) > 0.5 * len(random_drawn)
 
 
-def test_real_text_labels_are_plain_and_whole_words(corpus_instances):
+def test_real_text_labels_are_plain_and_whole_words(corpus_instances, similar_table):
     rng = np.random.default_rng(3)
     for policy in POLICIES:
         cfg = MaskingConfig(policy=policy)
         for ids, starts in corpus_instances[:150]:
-            check_instance(ids, starts, cfg, *mask_instance(ids, starts, cfg, rng, VOCAB))
+            check_instance(ids, starts, cfg, *mask_instance(ids, starts, cfg, rng, VOCAB,
+                                                            similar_table if policy == "macbert" else None))
 
 
 def test_wwm_masks_multi_character_words(corpus_instances):
@@ -249,12 +265,116 @@ def test_ngram_draws_spans_of_up_to_three_words():
     assert chosen.reshape(n_rows, length).sum(axis=1).max() <= budget(length, cfg)
 
 
-def test_deterministic_given_a_seed(corpus_instances):
+def test_deterministic_given_a_seed(corpus_instances, similar_table):
     ids, starts = corpus_instances[0]
     for policy in POLICIES:
         cfg = MaskingConfig(policy=policy)
-        a = mask_instance(ids, starts, cfg, np.random.default_rng(11))
-        b = mask_instance(ids, starts, cfg, np.random.default_rng(11))
-        c = mask_instance(ids, starts, cfg, np.random.default_rng(12))
+        table = similar_table if policy == "macbert" else None
+        a = mask_instance(ids, starts, cfg, np.random.default_rng(11), similar=table)
+        b = mask_instance(ids, starts, cfg, np.random.default_rng(11), similar=table)
+        c = mask_instance(ids, starts, cfg, np.random.default_rng(12), similar=table)
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
         assert not np.array_equal(a[1], c[1])
+
+
+# -- macbert ------------------------------------------------------------------------------------------------
+
+
+def _chosen_words(starts: np.ndarray, chosen: np.ndarray) -> list[tuple[int, int]]:
+    """(first, length) of every chosen word group (special tokens are single, unchosen words here)."""
+    bounds = np.append(np.flatnonzero(starts), len(starts))
+    return [(a, b - a) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()) if chosen[a]]
+
+
+def test_macbert_needs_a_table(corpus_instances):
+    ids, starts = corpus_instances[0]
+    with pytest.raises(UserError, match="similar-words table"):
+        mask_instance(ids, starts, MaskingConfig(policy="macbert"), np.random.default_rng(0))
+
+
+def test_macbert_replaces_each_chosen_word_by_a_same_length_similar_word():
+    # A hand-made table: word (1100, 1101) -> (1200, 1201) only; word (1300,) -> (1400,) or (1401,).
+    table = SimilarWords([(1100, 1101), (1200, 1201), (1300,), (1400,), (1401,)], [[1], [0], [3, 4], [2], [2]])
+    body = [1100, 1101, 1300, 1300, 1100, 1101, 1300, 1500, 1501, 1502] * 3
+    ids = np.array([CLS_ID, *body, SEP_ID])
+    first_of_word = [1, 0, 1, 1, 1, 0, 1, 1, 0, 0] * 3
+    starts = np.array([True, *map(bool, first_of_word), True])
+    cfg = MaskingConfig(policy="macbert", mask_prob=1.0, max_predictions=100, mask_token_prob=1.0,
+                        random_token_prob=0.0)
+    seen = set()
+    for seed in range(20):
+        masked, chosen = mask_batch(ids, starts, np.array([len(ids)]), cfg, np.random.default_rng(seed),
+                                    similar=table)
+        for a, n in _chosen_words(starts, chosen):
+            old, new = tuple(ids[a:a + n].tolist()), tuple(masked[a:a + n].tolist())
+            seen.add((old, new))
+            if old in ((1100, 1101), (1300,)):
+                assert new in table.neighbours(old)  # the whole word, by a neighbour of its length
+            else:  # (1500, 1501, 1502) has no entry: random tokens of the same length, never [MASK]
+                assert old == (1500, 1501, 1502) and MASK_ID not in new and new != old
+    assert {((1300,), (1400,)), ((1300,), (1401,)), ((1100, 1101), (1200, 1201))} <= seen
+
+
+def test_macbert_keeps_words_whole_and_respects_the_budget(corpus_instances, similar_table):
+    ids = np.concatenate([i for i, _ in corpus_instances[:200]])
+    starts = np.concatenate([s for _, s in corpus_instances[:200]])
+    lengths = np.array([len(i) for i, _ in corpus_instances[:200]])
+    cfg = MaskingConfig(policy="macbert")
+    masked, chosen = mask_batch(ids, starts, lengths, cfg, np.random.default_rng(8), VOCAB, similar_table)
+    per_row = np.add.reduceat(chosen, np.cumsum(lengths) - lengths)
+    assert per_row.max() <= budget(128, cfg) and per_row.mean() > 0.9 * budget(128, cfg)
+    assert np.array_equal(masked[~chosen], ids[~chosen])
+    assert MASK_ID not in masked[chosen].tolist()
+    bounds = np.append(np.flatnonzero(starts), len(starts))
+    word_of_token = np.cumsum(starts) - 1
+    chosen_per_word = np.bincount(word_of_token, weights=chosen, minlength=len(bounds) - 1)
+    assert set(np.unique(chosen_per_word[chosen_per_word > 0] / np.diff(bounds)[chosen_per_word > 0])) == {1.0}
+
+
+def test_macbert_80_10_10_over_many_draws(corpus_instances, similar_table):
+    ids = np.concatenate([i for i, _ in corpus_instances])
+    starts = np.concatenate([s for _, s in corpus_instances])
+    lengths = np.array([len(i) for i, _ in corpus_instances])
+    cfg = MaskingConfig(policy="macbert")
+    rng = np.random.default_rng(2)
+    random_ids = set(VOCAB.random_ids.tolist())
+    # Words the table knows: similar 80%, random 10%, kept 10%. Others: random 90% (the [MASK] branch falls
+    # back to random tokens), kept 10%.
+    known = np.zeros(3)
+    unknown = np.zeros(2)
+    for _ in range(6):
+        masked, chosen = mask_batch(ids, starts, lengths, cfg, rng, VOCAB, similar_table)
+        words = _chosen_words(starts, chosen)
+        first = np.array([a for a, _ in words])
+        n = np.array([k for _, k in words])
+        entries = similar_table.lookup(ids, first, n)
+        for (a, k), e in zip(words, entries.tolist()):
+            old, new = tuple(ids[a:a + k].tolist()), tuple(masked[a:a + k].tolist())
+            if e >= 0:
+                if new in similar_table.neighbours(old):
+                    known[0] += 1
+                elif new == old:
+                    known[2] += 1
+                else:
+                    assert all(t in random_ids for t in new)
+                    known[1] += 1
+            elif new == old:
+                unknown[1] += 1
+            else:
+                assert all(t in random_ids for t in new)
+                unknown[0] += 1
+    # ~35,000 known words (standard error of a share <= 0.0022, tolerance 0.015) and ~2,300 unknown ones
+    # (standard error 0.0062, tolerance 0.035): both more than five standard errors.
+    assert known.sum() > 20_000 and unknown.sum() > 1_500
+    share = known / known.sum()
+    assert abs(share[0] - 0.8) < 0.015 and abs(share[1] - 0.1) < 0.015 and abs(share[2] - 0.1) < 0.015
+    assert abs(unknown[1] / unknown.sum() - 0.1) < 0.035
+
+
+def test_macbert_leaves_other_policies_draws_unchanged(corpus_instances):
+    # The macbert branch must not change what the other policies draw (docs transcripts depend on it).
+    ids, starts = corpus_instances[1]
+    cfg = MaskingConfig(policy="wwm")
+    a = mask_instance(ids, starts, cfg, np.random.default_rng(5))
+    b = mask_instance(ids, starts, cfg, np.random.default_rng(5), similar=SimilarWords([], []))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

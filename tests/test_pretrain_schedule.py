@@ -177,6 +177,7 @@ def test_unigram_reference_is_the_training_text_frequencies(folders):
     np.testing.assert_allclose(log_probs, np.log(counts / counts.sum()), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow  # ~18 s of CPU: a pretraining run with held-out evaluation
 def test_eval_records_carry_a_fixed_unigram_reference(folders, tmp_path):
     run = tmp_path / "run"
     cfg = _config(folders, run, heldout=str(folders["heldout"]), eval_every=20, eval_instances=200, lr=2e-3,

@@ -13,11 +13,14 @@ worker streams are not part of state_dict().
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from bertwwm.errors import UserError
 from bertwwm.masking import MaskingConfig, mask_batch
+from bertwwm.similar_words import SimilarWords
 from bertwwm.tokens import IGNORE_INDEX, PAD_ID, VocabInfo
 
 
@@ -25,13 +28,21 @@ class WholeWordMaskCollator:
     """collate_fn for torch DataLoader: pads a list of prepared items and draws their masks."""
 
     def __init__(self, cfg: MaskingConfig = MaskingConfig(), vocab: VocabInfo | None = None,
-                 seed: int | None = None, pad_to_multiple_of: int | None = None):
+                 seed: int | None = None, pad_to_multiple_of: int | None = None,
+                 similar_words: SimilarWords | str | Path | None = None):
+        """similar_words: the table (or its file) of the `macbert` policy, e.g. the prepared folder's
+        manifest config["similar_words"]["path"]; required by that policy, ignored by the others."""
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be positive, got {pad_to_multiple_of}")
         self.cfg = cfg
         self.vocab = vocab if vocab is not None else VocabInfo.from_vocab()
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        if isinstance(similar_words, (str, Path)):
+            similar_words = SimilarWords.load(similar_words, self.vocab.size)
+        if cfg.policy == "macbert" and similar_words is None:
+            raise UserError("the macbert masking policy needs a similar-words table (similar_words=FILE)")
+        self.similar_words = similar_words
         self._rng = np.random.default_rng(seed)
         self._worker_key: tuple[int, int] | None = None
         self._worker_rng: np.random.Generator | None = None
@@ -79,7 +90,8 @@ class WholeWordMaskCollator:
                 raise ValueError("dynamic masking needs 'word_starts' in every item "
                                  "(bertwwm prepare --dynamic stores them)")
             word_starts = np.concatenate([np.asarray(item["word_starts"]) for item in batch]).astype(bool)
-            masked, chosen = mask_batch(ids, word_starts, lengths, self.cfg, self._generator(), self.vocab)
+            masked, chosen = mask_batch(ids, word_starts, lengths, self.cfg, self._generator(), self.vocab,
+                                        self.similar_words)
             labels_flat = np.where(chosen, ids, IGNORE_INDEX)
 
         # Flat position of every token in the padded (rows x width) matrix.

@@ -5,6 +5,9 @@
 * `char`: every token on its own, as the original Chinese BERT did (for ablations).
 * `ngram`: whole-word n-grams, n <= max_ngram drawn with p(n) proportional to 1/n (ERNIE / MacBERT style,
   following ALBERT's create_pretraining_data: a drawn n-gram that overflows the budget is shortened).
+* `macbert`: MacBERT's "MLM as correction": n-grams chosen as `ngram` chooses them, but the [MASK] branch
+  replaces each chosen word by a similar word with as many tokens (`bertwwm.similar_words`), or by random
+  tokens where the table has none; the 80/10/10 draw is made per word.
 
 Budget per instance = min(max_predictions, max(1, round(mask_prob * length))), length counting [CLS]/[SEP].
 Each chosen token becomes [MASK] 80%, a random token 10% (never a special, [unused] or ## entry) and stays
@@ -21,21 +24,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertwwm.errors import UserError
+from bertwwm.similar_words import SimilarWords
 from bertwwm.tokens import VocabInfo
 
-POLICIES = ("wwm", "char", "ngram")
+POLICIES = ("wwm", "char", "ngram", "macbert")
 DECIDE_PER = ("token", "word")
 
 
 @dataclass(frozen=True)
 class MaskingConfig:
-    policy: str = "wwm"  # wwm | char | ngram
+    policy: str = "wwm"  # wwm | char | ngram | macbert
     mask_prob: float = 0.15
     max_predictions: int = 20  # per sequence (Google: 20 at seq 128, 80 at 512)
     decide_per: str = "token"  # "token" (Google/report: 80/10/10 decided per token) or "word"
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
-    max_ngram: int = 3  # ngram policy only; n drawn with p proportional to 1/n
+    max_ngram: int = 3  # ngram and macbert policies; n drawn with p proportional to 1/n
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -177,13 +181,16 @@ def _select_ngrams(word_first: np.ndarray, word_len: np.ndarray, word_row: np.nd
 
 
 def mask_batch(ids: np.ndarray, word_starts: np.ndarray, lengths: np.ndarray, cfg: MaskingConfig,
-               rng: np.random.Generator, vocab: VocabInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
+               rng: np.random.Generator, vocab: VocabInfo | None = None, similar: SimilarWords | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Mask many instances at once.
 
     ids, word_starts: the instances concatenated (each including its [CLS]/[SEP]); lengths: tokens per
-    instance. Returns (masked ids, chosen) over the same flat layout: chosen marks the positions to predict,
-    whose labels are `ids[chosen]`.
+    instance; similar: the similar-words table (`macbert` policy only, required there). Returns (masked ids,
+    chosen) over the same flat layout: chosen marks the positions to predict, whose labels are `ids[chosen]`.
     """
+    if cfg.policy == "macbert" and similar is None:
+        raise UserError("the macbert masking policy needs a similar-words table (--similar-words FILE)")
     vocab = vocab if vocab is not None else VocabInfo.from_vocab()
     ids = np.asarray(ids)
     word_starts = np.asarray(word_starts, dtype=bool)
@@ -210,7 +217,7 @@ def mask_batch(ids: np.ndarray, word_starts: np.ndarray, lengths: np.ndarray, cf
     cand_row = row[cand_first]
     budgets = _budgets(lengths, cfg)
 
-    if cfg.policy == "ngram":
+    if cfg.policy in ("ngram", "macbert"):
         chosen_words = _select_ngrams(cand_first, cand_len, cand_row, budgets, cfg, rng)
     else:
         chosen_words = _select_words_greedy(cand_len, cand_row, budgets, rng)
@@ -220,6 +227,10 @@ def mask_batch(ids: np.ndarray, word_starts: np.ndarray, lengths: np.ndarray, cf
     word_chosen = np.zeros(len(word_first), dtype=bool)
     word_chosen[np.flatnonzero(candidate)[chosen_words]] = True
     chosen = word_chosen[word_of_token]
+
+    if cfg.policy == "macbert":
+        return _replace_macbert(ids, word_first[word_chosen], word_len[word_chosen], cfg, rng, vocab,
+                                similar), chosen
 
     # 80/10/10, one draw per chosen token (or per chosen word, shared by its tokens).
     positions = np.flatnonzero(chosen)
@@ -237,12 +248,39 @@ def mask_batch(ids: np.ndarray, word_starts: np.ndarray, lengths: np.ndarray, cf
     return masked, chosen
 
 
+def _replace_macbert(ids: np.ndarray, first: np.ndarray, length: np.ndarray, cfg: MaskingConfig,
+                     rng: np.random.Generator, vocab: VocabInfo, similar: SimilarWords) -> np.ndarray:
+    """MacBERT's replacements, one 80/10/10 draw per chosen word (an n-gram's words are replaced one by one,
+    as in MacBERT): a similar word of the same length in tokens (random tokens where the table has none), a
+    random token for each of its tokens, or the word itself."""
+    u = rng.random(len(first))
+    to_similar = u < cfg.mask_token_prob
+    to_random = (u >= cfg.mask_token_prob) & (u < cfg.mask_token_prob + cfg.random_token_prob)
+    masked = ids.copy()
+    entries = similar.lookup(ids, first[to_similar], length[to_similar])
+    found = entries >= 0
+    replacements, n = similar.tokens_of(similar.draw(entries[found], rng))
+    if not np.array_equal(n, length[to_similar][found]):
+        raise ValueError("similar-words table gave a neighbour of another length")
+    masked[_spans(first[to_similar][found], n)] = replacements
+    random_words = to_random.copy()
+    random_words[np.flatnonzero(to_similar)[~found]] = True  # no similar word: random tokens, same length
+    random_pos = _spans(first[random_words], length[random_words])
+    masked[random_pos] = vocab.random_ids[rng.integers(0, len(vocab.random_ids), size=len(random_pos))]
+    return masked
+
+
+def _spans(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Every position of the spans [first, first + length), concatenated."""
+    return np.repeat(first, length) + np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+
+
 def mask_instance(ids: np.ndarray, word_starts: np.ndarray, cfg: MaskingConfig,
-                  rng: np.random.Generator, vocab: VocabInfo | None = None
+                  rng: np.random.Generator, vocab: VocabInfo | None = None, similar: SimilarWords | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ids: a whole instance INCLUDING [CLS]/[SEP] (special tokens have word_starts True and are never
     masked). Returns (masked_input_ids, positions (sorted, int), labels (= original ids at positions))."""
     ids = np.asarray(ids)
-    masked, chosen = mask_batch(ids, word_starts, np.array([len(ids)]), cfg, rng, vocab)
+    masked, chosen = mask_batch(ids, word_starts, np.array([len(ids)]), cfg, rng, vocab, similar)
     positions = np.flatnonzero(chosen)
     return masked, positions, ids[positions]

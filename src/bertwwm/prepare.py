@@ -44,7 +44,8 @@ DEFAULT_SEED = 12345  # Google's create_pretraining_data.py default random_seed
 DEFAULT_DUPE_FACTOR = 10  # Google's default dupe_factor
 DEFAULT_SHARD_CHARS = 1_000_000  # ~1M input tokens: ~130 MB of working memory per worker at dupe 10
 ALIGN_BATCH = 2048  # sentences per align_many call
-_MASKINGS = ("wwm", "char", "ngram")
+_MASKINGS = ("wwm", "char", "ngram", "macbert")
+SIMILAR_WORDS_FILE = "similar_words.json"  # the table --masking macbert builds when --similar-words is not given
 
 
 def default_max_predictions(max_seq_length: int) -> int:
@@ -136,6 +137,15 @@ def vocab_path(config: dict) -> str | None:
     return (config.get("vocab") or {}).get("path")
 
 
+def _similar_words_entry(path: Path) -> dict:
+    """--similar-words FILE -> {path, sha256}, so that a resumed run proves it masks with the same table."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise UserError("similar-words table not found", path) from None
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _masking_config(config: dict):
     from bertwwm.masking import MaskingConfig
 
@@ -157,8 +167,14 @@ def _init_state(config: dict) -> None:
     _STATE.clear()
     aligner = WordAligner(config["segmenter"], user_dict=config["user_dict"], vocab=vocab_path(config))
     aligner.align("预热 warm-up")  # builds the tokenizer's lookup tables now, so forked workers share them
-    _STATE.update(key=key, config=config, aligner=aligner, masking=_masking_config(config),
-                  vocab=VocabInfo.from_vocab(vocab_path(config)))
+    vocab = VocabInfo.from_vocab(vocab_path(config))
+    similar = None
+    if config.get("similar_words"):
+        from bertwwm.similar_words import SimilarWords
+
+        similar = SimilarWords.load(config["similar_words"]["path"], vocab.size)
+    _STATE.update(key=key, config=config, aligner=aligner, masking=_masking_config(config), vocab=vocab,
+                  similar=similar)
 
 
 def _worker_init(config: dict, parent_pid: int | None = None) -> None:
@@ -260,7 +276,7 @@ def _static_masks(ids: np.ndarray, starts: np.ndarray, offsets: np.ndarray, rng:
         b = min(n, a + MASK_CHUNK)
         s, e = int(offsets[a]), int(offsets[b])
         masked, chosen = mask_batch(ids[s:e], starts[s:e], np.diff(offsets[a:b + 1]), _STATE["masking"], rng,
-                                    _STATE["vocab"])
+                                    _STATE["vocab"], _STATE.get("similar"))
         flat = np.flatnonzero(chosen)
         row = np.searchsorted(offsets[a:b + 1], flat + s, side="right") - 1
         positions.append((flat + s - offsets[a:b][row]).astype(np.uint16))
@@ -316,7 +332,8 @@ def _check_existing(out: Path, config: dict) -> None:
     if out.exists() and not out.is_dir():
         raise UserError("--out exists and is not a folder", out)
     existing = sorted(out.glob("manifest*.json"))
-    ours = (LOCK_FILE, VERIFIED)  # lock files (.bertwwm.lock, .bertwwm.lock.part-*) are not content
+    ours = (LOCK_FILE, VERIFIED, SIMILAR_WORDS_FILE)  # lock files (.bertwwm.lock, .bertwwm.lock.part-*) and
+    # the similar-words table that --masking macbert builds first are not content
     if not existing and out.exists() and any(not p.name.startswith(ours) for p in out.iterdir()):
         if not any(p.name.startswith(("shard-", ".shard-")) for p in out.iterdir()):
             raise UserError("output folder exists, is not empty and holds no prepared data; choose another --out",
@@ -366,12 +383,16 @@ def prepare(
     seed: int = DEFAULT_SEED,
     progress: bool = True,
     vocab: str | Path | None = None,
+    similar_words: str | Path | None = None,
 ) -> dict:
     """Prepare pretraining data from raw text into `out`; returns the manifest (see bertwwm.storage).
 
     Rerunning with the same arguments resumes an interrupted run. With `num_shards > 1` this call builds
     only its part (shards k with k % num_shards == shard_index); the manifest is written by whichever part
     finishes last (all parts must write into the same folder, or be copied together and rerun once).
+
+    `masking="macbert"` masks with the similar-words table `similar_words`; without one, it builds one from
+    (the first 20M characters of) the inputs into `out/similar_words.json`, or reuses the one there.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -390,6 +411,17 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise UserError("--out exists and is not a folder", out)
     created = not out.exists()
+    if similar_words is not None and masking != "macbert":
+        raise UserError("--similar-words is used by --masking macbert only")
+    if masking == "macbert":
+        if similar_words is None:
+            similar_words = out / SIMILAR_WORDS_FILE
+            if not similar_words.exists():
+                from bertwwm.similar_words import build_from_corpus
+
+                build_from_corpus(files, segmenter=segmenter, user_dict=config["user_dict"],
+                                  vocab_path=vocab_path(config), doc_per_line=doc_per_line).save(similar_words)
+        config["similar_words"] = _similar_words_entry(Path(similar_words))
     held = False
     try:
         with _locked_output(out, config, shard_index):
@@ -565,7 +597,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", default="jieba", metavar="NAME", help="jieba (default), rjieba (fast), presegmented, ltp, pkuseg")
     p.add_argument("--user-dict", metavar="FILE", help="jieba-format user dictionary for the segmenter")
     p.add_argument("--masking", choices=_MASKINGS, default="wwm",
-                   help="wwm: whole words (default); char: single tokens (original Chinese BERT); ngram: word n-grams")
+                   help="wwm: whole words (default); char: single tokens (original Chinese BERT); ngram: word n-grams; "
+                        "macbert: word n-grams replaced by similar words (MacBERT)")
+    p.add_argument("--similar-words", metavar="FILE",
+                   help="--masking macbert: the similar-words table (default: build one from the inputs into "
+                        f"DIR/{SIMILAR_WORDS_FILE}, or reuse the one there)")
     p.add_argument("--max-seq-length", type=int, metavar="L", default=128, help="tokens per instance incl. [CLS]/[SEP] (128)")
     p.add_argument("--max-predictions", type=int, metavar="N",
                    help="masked tokens per instance at most (default 20 at 128, 80 at 512, else 15%% of the length)")
@@ -597,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
         dupe_factor=args.dupe_factor, dynamic=args.dynamic, short_seq_prob=args.short_seq_prob,
         doc_per_line=args.doc_per_line, workers=args.workers, num_shards=args.num_shards,
         shard_index=args.shard_index, shard_chars=args.shard_chars, seed=args.seed, progress=not args.quiet,
-        vocab=args.vocab)
+        vocab=args.vocab, similar_words=args.similar_words)
     c = manifest["counts"]
     where = args.out if manifest.get("complete") and "shard_index" not in manifest else args.out + " (this part)"
     print(f"prepared {c['instances']:,} instances ({c['tokens']:,} tokens) from {c['documents']:,} documents "

@@ -825,6 +825,7 @@ def pretrain(config: PretrainConfig) -> Path:
 
     cfg = config
     validate(cfg)
+    phase_folders(cfg)  # the cheap local checks first: a missing data folder is said before any hub look-up
     if cfg.init != "random":  # a model that cannot be had (offline, a typo) fails before the run folder is written
         from bertwwm import zoo
 
@@ -1060,9 +1061,11 @@ class StepStats:
     nsp_correct: float = 0.0
     nsp_count: float = 0.0
     tokens: float = 0.0
+    distill_kl_sum: float = 0.0
     started: float = field(default_factory=lambda: time.perf_counter())
 
-    SUMS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count", "tokens")
+    SUMS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count", "tokens",
+            "distill_kl_sum")
 
     def add(self, other: StepStats) -> None:
         for k in self.SUMS:
@@ -1084,6 +1087,8 @@ class StepStats:
                   "tokens_per_s": self.tokens / max(time.perf_counter() - self.started, 1e-9), "elapsed_s": elapsed}
         if self.nsp_count:
             record.update(nsp_loss=nsp_loss, nsp_acc=self.nsp_correct / self.nsp_count)
+        if self.distill_kl_sum:
+            record.update(distill_kl=self.distill_kl_sum / max(self.mlm_count, 1))  # per masked token
         return record
 
 
@@ -1111,8 +1116,10 @@ def train_step(train_model, model, micro_batches: list[dict], batch_size: int, c
             with _autocast(cfg, d.device):
                 out = train_model(**batch, mlm_normaliser=mlm_norm, nsp_normaliser=nsp_norm)
             out.loss.backward()
+        kl = getattr(out, "distill_kl_sum", None)
         stats.add(StepStats(float(out.mlm_loss_sum), float(out.mlm_correct), out.mlm_count,
-                            float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count))
+                            float(out.nsp_loss_sum or 0.0), float(out.nsp_correct or 0), out.nsp_count,
+                            distill_kl_sum=0.0 if kl is None else float(kl)))
     stats = stats.reduced(d)  # every rank sees the same sums (and NaNs)
     stats.tokens = global_tokens
     return stats

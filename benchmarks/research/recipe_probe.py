@@ -8,7 +8,7 @@ Held-out accuracy is measured on a separately prepared folder with fixed 15% who
 
     bertwwm prepare train.txt --out tr64 --max-seq-length 64 --no-nsp --dynamic
     bertwwm prepare heldout.txt --out ho128 --max-seq-length 128 --no-nsp --dynamic
-    python benchmarks/recipe_probe.py --data tr64 --heldout ho128 --steps 1500 --lr 1e-3 --mask 0.4
+    python benchmarks/research/recipe_probe.py --data tr64 --heldout ho128 --steps 1500 --lr 1e-3 --mask 0.4
 """
 import argparse
 import json
