@@ -476,8 +476,8 @@ def plot(rows: list[dict], runs: list[dict], png: Path) -> None:
         if series.get("mlm_loss"):
             ax.plot(*series["mlm_loss"], marker="o", markersize=2, color=colors[r["policy"]], alpha=0.8,
                     label=None if name in named else name, linestyle="-" if r["model"] == "tiny" else "--")
-        if series.get("unigram_loss"):
-            ax.plot(*series["unigram_loss"], color=colors[r["policy"]], alpha=0.4, linestyle=":")
+        if name not in named and r["heldout"].get("unigram_loss") is not None:  # one policy's masks: one line
+            ax.axhline(r["heldout"]["unigram_loss"], color=colors[r["policy"]], alpha=0.5, linestyle=":")
         named.add(name)
     ax.set_title("held-out MLM loss (each run on its own policy's 15% masks;\n"
                  "dotted: unigram loss of the same masked tokens)", fontsize=9)
@@ -497,6 +497,16 @@ def subset_text(task: str, n_train: int | None, n_eval: int | None, length: int)
     train = f"a stratified sample of {n_train:,} training examples" if n_train else "all training examples"
     scored = f"a stratified sample of {n_eval:,} {splits} examples" if n_eval else f"all {splits} examples"
     return f"{get_task(task).title}: {train}, {scored}, length {length}"
+
+
+def steps_note(args, runs: list[dict]) -> str:
+    """A time budget is equal compute only on a machine nobody else uses: say so when the steps show it."""
+    steps = [r["steps"] for r in runs if r["policy"] != RANDOM_INIT and r["steps"]]
+    if args.steps or not steps or max(steps) <= 1.2 * min(steps):
+        return ""
+    return (f"**Unequal compute:** the runs reached between {min(steps):,} and {max(steps):,} steps in the same "
+            "budget (other work shared the machine), so the policies did not get the same training; compare "
+            "the steps column below, or rerun in a new --out with `--steps N` for exactly equal steps.\n\n")
 
 
 def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds: float) -> None:
@@ -528,6 +538,7 @@ def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds:
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}; "
         f"wall time of this invocation {seconds / 3600:.2f} h (finished runs are reused).\n\n"
+        f"{steps_note(args, runs)}"
         "## Fine-tuning\n\n"
         "Each pretraining seed's score is its mean dev score over the fine-tuning seeds. \"max (mean)\" is over "
         "all pretraining x fine-tuning runs, as in the report; \"sd pretrain seeds\" is the standard deviation "

@@ -124,7 +124,8 @@ def test_a_truncated_model_is_named_by_fill_mask(truncated, capsys, private_cach
 
 
 def test_a_truncated_model_is_named_by_pretrain_init(truncated, tmp_path, capsys, private_cache):
-    data = tmp_path / "data"  # the model is checked before the data
+    data = tmp_path / "data"  # an (empty) data folder exists: the model is checked before the data is read
+    data.mkdir()
     assert main(["pretrain", "--recipe", "tiny-cpu", "--init", str(truncated), "--data", str(data),
                  "--out", str(tmp_path / "run")]) == 2
     _one_clear_line(capsys.readouterr().err, "pretrain", str(truncated / "model.safetensors"), "truncated")

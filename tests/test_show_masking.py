@@ -75,3 +75,34 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_macbert_row_with_a_similar_words_table(tmp_path, capsys):
+    from bertwwm.show_masking import MACBERT_LABEL
+    from bertwwm.similar_words import SimilarWords
+    from bertwwm.tokens import load_vocab
+
+    vocab = load_vocab()
+    ids = {w: tuple(vocab[c] for c in w) for w in ("使用", "利用", "语言", "文字")}
+    table = SimilarWords([ids["使用"], ids["利用"], ids["语言"], ids["文字"]], [[1], [0], [3], [2]],
+                         ["使用", "利用", "语言", "文字"], vocab_size=len(vocab))
+    path = tmp_path / "similar.json"
+    table.save(path)
+    seen = set()
+    for seed in range(30):
+        result = show_masking(SENTENCE, seed=seed, similar_words=table)
+        plain = show_masking(SENTENCE, seed=seed)
+        assert all(result[k] == plain[k] for k in plain)  # the other rows do not change
+        row = result["macbert_masked"]
+        changed = [i for i, (a, b) in enumerate(zip(TOKENS, row)) if a != b]
+        assert "[MASK]" not in row and 1 <= len(changed) <= 3
+        seen.add(" ".join(row[1:5]))
+    assert {"利 用 语 言", "使 用 文 字"} & seen  # table words replaced by their neighbour, whole
+    assert main(["show-masking", SENTENCE, "--seed", "3", "--similar-words", str(path)]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 5 and lines[4].startswith(MACBERT_LABEL)
+    assert lines[4].endswith(" ".join(show_masking(SENTENCE, seed=3, similar_words=table)["macbert_masked"][1:-1]))
+    assert main(["show-masking", SENTENCE, "--seed", "3", "--similar-words", str(path), "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out))[-1] == "macbert_masked"
+    assert main(["show-masking", SENTENCE, "--similar-words", str(tmp_path / "missing.json")]) == 2
+    assert "similar-words table not found" in capsys.readouterr().err

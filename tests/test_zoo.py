@@ -97,11 +97,13 @@ def test_uncached_hub_model_fails_fast_and_clearly_offline(no_hub, ref):
 
 
 def _verb_args(verb: str, model: str, out: Path, shared_data: Path) -> list[str]:
+    # pretrain checks its data folders before the model: a folder must exist for the model check to be reached
+    (out.parent / "data").mkdir(exist_ok=True)
     return {
         "fill-mask": ["fill-mask", model, "北京是中国的[MASK][MASK]。"],
         "finetune": ["finetune", "chnsenticorp", "--model", model, "--out", str(out), "--seeds", "1",
                      "--data-dir", str(shared_data / "tasks"), "--no-progress"],
-        "pretrain": ["pretrain", "--recipe", "tiny-cpu", "--init", model, "--data", str(out.parent / "no-data"),
+        "pretrain": ["pretrain", "--recipe", "tiny-cpu", "--init", model, "--data", str(out.parent / "data"),
                      "--out", str(out), "--no-progress"],
         "convert": ["convert", "hf-to-tf", model, str(out)],
     }[verb]

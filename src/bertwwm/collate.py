@@ -41,7 +41,8 @@ class WholeWordMaskCollator:
         if isinstance(similar_words, (str, Path)):
             similar_words = SimilarWords.load(similar_words, self.vocab.size)
         if cfg.policy == "macbert" and similar_words is None:
-            raise UserError("the macbert masking policy needs a similar-words table (similar_words=FILE)")
+            raise UserError("the macbert masking policy needs a similar-words table (similar_words=FILE); for "
+                            "masks drawn without one, prepare the data with --masking macbert (static masks)")
         self.similar_words = similar_words
         self._rng = np.random.default_rng(seed)
         self._worker_key: tuple[int, int] | None = None

@@ -9,73 +9,28 @@ model.safetensors, tokenizer files) as any pretrained folder, so `finetune`, `re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bertwwm.errors import UserError
-from bertwwm.fileio import atomic_path
-
-RANDOM_PREFIX = "random:"
-MARKER = "bertwwm-init.json"  # written beside the weights: `report` labels runs of this model "random init"
+from bertwwm.random_init import (MARKER, RANDOM_PREFIX, is_random_init, materialise_random,  # noqa: F401
+                                 parse_random_ref, write_random_model)
 
 
 def init_model(out: str | Path, *, preset: str | None = "tiny", like: str | None = None, seed: int = 0) -> Path:
-    """Write a randomly initialised `BertForMaskedLM` (weights a function of `seed`) to `out`; return `out`."""
-    import torch
-
-    from bertwwm.model import bert_config, build_model, save_model
+    """Write a randomly initialised `BertForMaskedLM` (weights a function of `seed`) to `out`; return `out`.
+    Its shape is a preset's, or (`like`) another model's: a folder, zoo name or hub id."""
+    from bertwwm.model import bert_config
 
     if like is not None:
         from bertwwm import zoo
 
         config = zoo.load_bert_config(str(like))
-        config.hidden_dropout_prob = config.hidden_dropout_prob if config.hidden_dropout_prob else 0.1
+        config.hidden_dropout_prob = config.hidden_dropout_prob or 0.1
         config.attention_probs_dropout_prob = config.attention_probs_dropout_prob or 0.1
     else:
         config = bert_config(preset or "tiny")
-    out = Path(out)
-    if (out / "config.json").exists():
-        raise UserError("the folder already holds a model; choose another --out", out)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = build_model(config, nsp=False)
-    finally:
-        torch.random.set_rng_state(state)  # an API caller's own random stream is left as it was
-    with atomic_path(out) as tmp:
-        save_model(model, tmp)
-        (tmp / MARKER).write_text(json.dumps({"random_init": True, "seed": seed, "preset": preset,
-                                              "like": like}) + "\n", encoding="utf-8")
-    return out
-
-
-def is_random_init(ref: str) -> bool:
-    """A 'random:' reference, or a folder `bertwwm init` wrote: a model that was never pretrained."""
-    return ref.startswith(RANDOM_PREFIX) or (Path(ref) / MARKER).is_file()
-
-
-def parse_random_ref(ref: str) -> tuple[str, int] | None:
-    """'random:tiny' or 'random:tiny@3' -> (preset, seed); None for any other model reference."""
-    if not ref.startswith(RANDOM_PREFIX):
-        return None
-    from bertwwm.model import PRESETS
-
-    body = ref[len(RANDOM_PREFIX):]
-    preset, _, seed = body.partition("@")
-    if preset not in PRESETS or (seed and not seed.isdigit()):
-        raise UserError(f"cannot read {ref!r}: write random:PRESET or random:PRESET@SEED with a preset of "
-                        f"{', '.join(PRESETS)}")
-    return preset, int(seed or 0)
-
-
-def materialise_random(ref: str, cache: Path) -> Path:
-    """The folder of a 'random:PRESET[@SEED]' model under `cache`, written on first use."""
-    preset, seed = parse_random_ref(ref)
-    folder = Path(cache) / f"random-{preset}-seed{seed}"
-    if not (folder / "config.json").is_file():
-        init_model(folder, preset=preset, seed=seed)
-    return folder
+    return write_random_model(out, config, seed=seed, note={"preset": None if like else (preset or "tiny"),
+                                                            "like": like})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bertwwm.errors import UserError
-from bertwwm.init_model import is_random_init
+from bertwwm.random_init import is_random_init
 from bertwwm.tasks.registry import get_task
 
 SPLITS = ("dev", "test")

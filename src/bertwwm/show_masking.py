@@ -22,7 +22,8 @@ from bertwwm.similar_words import SimilarWords
 from bertwwm.tokens import CLS_ID, SEP_ID, chinese_tokenizer
 from bertwwm.words import SEGMENTERS, get_segmenter
 
-ROW_LABELS = ("Original text", "Segmented text", "Character masking", "Whole word masking", "MacBERT masking")
+ROW_LABELS = ("Original text", "Segmented text", "Character masking", "Whole word masking")
+MACBERT_LABEL = "MacBERT masking"  # the fifth row, with a similar-words table
 SAMPLE_TABLE_CHARS = 300_000  # --macbert without a table: built from this much of the shipped corpus sample
 
 
@@ -76,8 +77,9 @@ def format_rows(result: dict) -> str:
     ]
     if "macbert_masked" in result:
         rows.append(" ".join(result["macbert_masked"][1:-1]))
+    labels = (*ROW_LABELS, MACBERT_LABEL)
     width = max(map(len, ROW_LABELS)) + 2
-    return "\n".join(f"{label:<{width}}{row}" for label, row in zip(ROW_LABELS, rows))
+    return "\n".join(f"{label:<{width}}{row}" for label, row in zip(labels, rows))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from bertwwm.convert.configs import config_needs_fixing as _config_needs_fixing
 from bertwwm.convert.formats import find_tf_prefix
 from bertwwm.convert.formats import tf_prefix_of as _tf_prefix_of
 from bertwwm.errors import UserError
-from bertwwm.init_model import RANDOM_PREFIX, materialise_random, parse_random_ref
+from bertwwm.random_init import RANDOM_PREFIX, materialise_random, parse_random_ref
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def load_bert_config(ref: str):
     """
     random_ref = parse_random_ref(str(ref))
     if random_ref is not None:
-        from bertwwm.model import bert_config
+        from bertwwm.presets import bert_config
 
         return bert_config(random_ref[0])
     entry = zoo_model(ref)
