@@ -137,6 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for pretraining")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the command line in results.md
     args.policies, args.models, args.tasks = (tuple(x.strip() for x in v.split(",") if x.strip())
                                               for v in (args.policies, args.models, args.tasks))
     unknown = [x for x in args.policies if x not in POLICIES] + [x for x in args.tasks if x not in TASKS] + \
@@ -323,10 +324,9 @@ class CommonHeldout:
 
     def __init__(self, data: Path, heldout: Path, phase: dict, mask_prob: float, instances: int):
         from bertwwm import heldout as ho
+        from bertwwm.model import VOCAB_SIZE
         from bertwwm.storage import PreparedDataset
         from bertwwm.tokens import VocabInfo
-
-        from bertwwm.model import VOCAB_SIZE
 
         items = ho.heldout_items(heldout, instances, phase["max_seq_length"])
         self.log_probs = ho.unigram_log_probs(PreparedDataset(data), [], VOCAB_SIZE)
@@ -516,7 +516,7 @@ def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds:
 
     docs.mkdir(parents=True, exist_ok=True)
     plot(rows, runs, docs / "ablation.png")
-    command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python benchmarks/ablation.py " + " ".join(shlex.quote(a) for a in args.argv)
     budget = (f"{args.steps} steps per run" if args.steps else
               f"a wall-time budget of {args.budget_seconds:g} s per tiny run"
               f"{' (x' + str(BUDGET_SCALE['small']) + ' for small)' if 'small' in args.models else ''}")

@@ -21,3 +21,12 @@ def word_groups(ids: np.ndarray, word_starts: np.ndarray) -> list[list[int]]:
             out.append(current)
         current.append(i)
     return out
+
+
+def one_clear_line(err: str, verb: str, *needles: str) -> str:
+    """The CLI's promise for bad input: exactly one `bertwwm VERB: error:` line, no traceback, naming `needles`."""
+    lines = [line for line in err.strip().splitlines() if line.startswith(f"bertwwm {verb}: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -7,7 +7,6 @@ import gzip
 import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,7 +59,8 @@ def test_corpus_split_holds_out_whole_documents(ablation, tmp_path):
     held = heldout.read_text(encoding="utf-8").split("\n\n")
     kept = train.read_text(encoding="utf-8").split("\n\n")
     # every 50th document of each file, starting with the 8th: a's 7, 57, 107 and b's 7, 57
-    assert [d.split("\n")[0] for d in held] == ["第7号文件。", "第57号文件。", "第107号文件。", "第7号文件。", "第57号文件。"]
+    firsts = [d.split("\n")[0] for d in held]
+    assert firsts == ["第7号文件。", "第57号文件。", "第107号文件。", "第7号文件。", "第57号文件。"]
     assert len(kept) == 180 - 5
     trained = train.read_text(encoding="utf-8")
     assert "第7号文件" not in trained and "第57号文件" not in trained and "第8号文件" in trained

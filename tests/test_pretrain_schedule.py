@@ -209,3 +209,24 @@ def test_heldout_folder_longer_than_the_phase_is_refused(folders, tmp_path, shar
     missing = _config(folders, tmp_path / "run2", heldout=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="held-out folder not found"):
         pretrain(missing)
+
+
+def test_macbert_policy_pretrains_with_the_datas_similar_words_table(shared_data, tmp_path):
+    """Dynamic macbert masking in pretrain takes the table `prepare --masking macbert` built and named."""
+    from bertwwm.prepare import prepare
+
+    lines = (shared_data / "corpus" / "clue-small-sample.txt").read_text(encoding="utf-8").splitlines()
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(lines[:2500]) + "\n", encoding="utf-8")
+    data = tmp_path / "macbert-64"
+    manifest = prepare([text], data, max_seq_length=64, dynamic=True, nsp=False, masking="macbert", progress=False)
+    assert manifest["config"]["similar_words"]["path"]
+    run = tmp_path / "run"
+    cfg = config_from_recipe(*load_recipe("tiny-cpu-fast"), data=str(data), out=str(run), threads=1,
+                             policy="macbert", eval_every=5, log_every=5, progress=False)
+    from bertwwm.pretrain import scale_steps
+
+    scale_steps(cfg, 10)
+    pretrain(cfg)
+    evals = _records(run, "eval")
+    assert evals and evals[-1]["step"] == 10 and np.isfinite(evals[-1]["mlm_loss"])

@@ -20,17 +20,10 @@ import pytest
 
 from bertwwm import fileio, storage
 from bertwwm.cli import main
+from reference import one_clear_line as _one_clear_line
 from bertwwm.errors import UserError
 from bertwwm.locks import FolderLock
 from bertwwm.storage import FORMAT_VERSION, PreparedDataset, data_fingerprint, read_manifest, write_shard
-
-
-def _one_clear_line(err: str, verb: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith(f"bertwwm {verb}: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

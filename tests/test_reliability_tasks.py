@@ -14,17 +14,10 @@ import pytest
 import torch
 
 from bertwwm.cli import main
+from reference import one_clear_line as _one_clear_line
 from bertwwm.errors import UserError
 from bertwwm.tasks import readers
 from bertwwm.tasks.registry import get_task
-
-
-def _one_clear_line(err: str, verb: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith(f"bertwwm {verb}: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def _cmrc_gold(tmp_path: Path) -> Path:

@@ -54,13 +54,14 @@ def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int) -> np.nd
     return np.log(counts / counts.sum())
 
 
-def evaluation_collator(policy: str, mask_prob: float, max_predictions: int, decide_per: str):
+def evaluation_collator(policy: str, mask_prob: float, max_predictions: int, decide_per: str,
+                        similar_words: str | None = None):
     from bertwwm.collate import WholeWordMaskCollator
     from bertwwm.masking import MaskingConfig
 
     cfg = MaskingConfig(policy=policy, mask_prob=mask_prob, max_predictions=max(1, max_predictions),
                         decide_per=decide_per)
-    return WholeWordMaskCollator(cfg, seed=EVAL_SEED, pad_to_multiple_of=8)
+    return WholeWordMaskCollator(cfg, seed=EVAL_SEED, pad_to_multiple_of=8, similar_words=similar_words)
 
 
 def evaluate(model, batches: list[dict], device, log_probs: np.ndarray | None = None,

@@ -414,6 +414,8 @@ class PhaseData:
         self.micro = micro
         self.local = micro // d.world
         self.rank, self.world = d.rank, d.world
+        # the macbert policy's similar-words table, built by `prepare --masking macbert` and named in the manifest
+        self.similar_words = ((m.get("config") or {}).get("similar_words") or {}).get("path")
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
 
@@ -465,13 +467,15 @@ def phase_folders(cfg: PretrainConfig) -> list[str]:
     return folders
 
 
-def make_collator(cfg: PretrainConfig, phase: Phase, seed: int):
+def make_collator(cfg: PretrainConfig, phase: Phase, seed: int, similar_words: str | None = None):
+    """The phase's dynamic-masking collator; `similar_words`: the macbert policy's table (the data's)."""
     from bertwwm.collate import WholeWordMaskCollator
     from bertwwm.masking import MaskingConfig
 
     mcfg = MaskingConfig(policy=cfg.policy, mask_prob=cfg.mask_prob, max_predictions=phase.max_predictions,
                          decide_per=cfg.decide_per)
-    return WholeWordMaskCollator(mcfg, vocab=masking_vocab(cfg), seed=seed, pad_to_multiple_of=8)
+    return WholeWordMaskCollator(mcfg, vocab=masking_vocab(cfg), seed=seed, pad_to_multiple_of=8,
+                                 similar_words=similar_words)
 
 
 def masking_vocab(cfg: PretrainConfig):
@@ -936,7 +940,7 @@ def _train(cfg: PretrainConfig, folders: list[str], run: Path, checkpoint: Path 
             if collator_state is None or collator_state[0] != i:
                 consumed = 0
             phase_index = i
-            collator = make_collator(cfg, phase, collator_seed(cfg, i, d.rank))
+            collator = make_collator(cfg, phase, collator_seed(cfg, i, d.rank), data.similar_words)
             if collator_state is not None and collator_state[0] == i:
                 collator.load_state_dict(collator_state[1])
             collator_state = None
@@ -1175,7 +1179,8 @@ class Heldout:
             self.items = data.eval_items()
         scale = cfg.eval_mask_prob / cfg.mask_prob
         collator = heldout.evaluation_collator(cfg.policy, cfg.eval_mask_prob,
-                                               round(phase.max_predictions * scale), cfg.decide_per)
+                                               round(phase.max_predictions * scale), cfg.decide_per,
+                                               data.similar_words)
         collator.vocab = masking_vocab(cfg)  # ids of an extended vocabulary are valid too
         # Masked once: every evaluation of the phase scores the same positions.
         self.batches = [collator(self.items[k:k + self.micro]) for k in range(0, len(self.items), self.micro)]
