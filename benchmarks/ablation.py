@@ -98,6 +98,7 @@ FINETUNE_BATCH_SIZE = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from bertwwm.errors import UserError
     from bertwwm.pretrain import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -152,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be positive")
     try:
         args.budget_seconds = None if args.steps else parse_duration(args.time_budget)
-    except Exception as e:  # a UserError with the readable message
+    except UserError as e:
         p.error(str(e))
     if args.budget_seconds is not None and args.budget_seconds <= 0:
         p.error("--time-budget must be positive")
