@@ -106,6 +106,7 @@ def test_bad_duration_is_a_clear_error(text):
 
 # ---------------------------------------------------------------------------------------- time budget
 
+@pytest.mark.slow  # two pretraining runs and a resume (~8 s of CPU)
 def test_time_budget_stops_saves_and_resumes_exactly(folders, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module, "_now", FakeClock(0.25))
     whole = tmp_path / "whole"
@@ -211,6 +212,7 @@ def test_heldout_folder_longer_than_the_phase_is_refused(folders, tmp_path, shar
         pretrain(missing)
 
 
+@pytest.mark.slow  # a pretraining run (~8 s of CPU)
 def test_macbert_policy_pretrains_with_the_datas_similar_words_table(shared_data, tmp_path):
     """Dynamic macbert masking in pretrain takes the table `prepare --masking macbert` built and named."""
     from bertwwm.prepare import prepare
