@@ -248,6 +248,12 @@ def test_cli_runs_and_prints_the_summary(tiny, tmp_path, shared_data, capsys):
     assert run["samples"]["train"]["kept"] == 32 and run["samples"]["test"]["of"] == 1200
     assert "dev: a stratified sample of 16 of 1,200 examples (by label" in captured.err
     assert (tmp_path / "run/seed-2/tensorboard").is_dir()
+    import bertwwm
+    from bertwwm.tasks.registry import get_task
+
+    for record in map(json.loads, (tmp_path / "run/results.jsonl").read_text(encoding="utf-8").splitlines()):
+        assert record["bertwwm_version"] == bertwwm.__version__
+        assert record["task_version"] == get_task("chnsenticorp").version
 
 
 def _within_one(sample_groups, all_groups, n):

@@ -6,4 +6,4 @@ text (corpus) -> words (words) -> tokens (tokens, align) -> instances (instances
 Conversion between checkpoint formats lives in `bertwwm.convert`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bertwwm import __version__
 from bertwwm.errors import UserError
 from bertwwm.fileio import atomic_path, atomic_write_json, atomic_write_text
 from bertwwm.report import read_results  # report reads results.jsonl; finetune resumes from it (never the reverse)
@@ -540,7 +541,8 @@ def finetune(task: str | Task, model: str, out: str | Path, seeds: int | Sequenc
         set_seed(seed)
         net, _ = load_pretrained(task, model)  # fresh weights; the head is initialised under this seed
         train_stats = train_model(net, train, settings, seed, dev_device, seed_dir / "train_log.jsonl", progress)
-        record = {"task": task.name, "model": model, "seed": seed, **train_stats}
+        record = {"task": task.name, "model": model, "seed": seed, "task_version": task.version,
+                  "bertwwm_version": __version__, **train_stats}
         for split, data in evals.items():
             t0 = time.perf_counter()
             preds = predict_examples(task, net, data, settings, eval_batch_size or settings.batch_size * 2,

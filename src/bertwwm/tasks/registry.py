@@ -42,6 +42,9 @@ class Task:
     prediction_format: str = "tsv"  # tsv | squad | cjrc
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # Bumped when what a run of the task computes changes (reader, metric, defaults): results.jsonl records it,
+    # so scores from different versions are not mixed up.
+    version: int = 1
 
     @property
     def is_mrc(self) -> bool:
