@@ -2,8 +2,8 @@
 # `make test` is the complete suite (what CI and the README run); `make test-fast` leaves out the tests
 # marked slow (real training, SIGKILL-resume, the demo) or distributed (torchrun), for the edit-test loop.
 # Measured 2026-12-01 on the 2-core AMD EPYC dev machine: `make test` from a fresh clone ran 432 tests in
-# 2 min 55 s (4 min with the virtualenv build). `make test-fast` took 106 CPU seconds, about 55 s of wall time
-# on 2 idle cores (measured on a shared machine, so an estimate).
+# 2.5-3 min (3.5 min with the virtualenv build; 3 min 36 s with ATEN_CPU_CAPABILITY=default); `make test-fast`
+# ran 410 tests in 65 s (ATEN_CPU_CAPABILITY=avx2).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
