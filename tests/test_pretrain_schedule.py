@@ -207,6 +207,7 @@ def test_heldout_folder_longer_than_the_phase_is_refused(folders, tmp_path, shar
     cfg = _config(folders, tmp_path / "run", heldout=str(longer))
     with pytest.raises(UserError, match="prepared at max length 128"):
         pretrain(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
     missing = _config(folders, tmp_path / "run2", heldout=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="held-out folder not found"):
         pretrain(missing)

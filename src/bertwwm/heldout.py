@@ -26,16 +26,21 @@ def spread(n_total: int, n: int) -> list[int]:
     return np.linspace(0, n_total - 1, n).round().astype(int).tolist()
 
 
+def check_heldout(manifest: dict, folder: str | Path, max_seq_length: int) -> None:
+    """A held-out folder must fit the shortest phase it is evaluated in."""
+    length = manifest["max_seq_length"]
+    if length > max_seq_length:
+        raise UserError(f"the held-out folder was prepared at max length {length}, longer than the phase's "
+                        f"{max_seq_length}; prepare it with --max-seq-length {max_seq_length}",
+                        Path(folder) / "manifest.json")
+
+
 def heldout_items(folder: str | Path, n: int, max_seq_length: int) -> list[dict]:
     """Up to `n` instances spread over a prepared folder of held-out text."""
     from bertwwm.storage import PreparedDataset
 
     dataset = PreparedDataset(folder)
-    length = dataset.manifest["max_seq_length"]
-    if length > max_seq_length:
-        raise UserError(f"the held-out folder was prepared at max length {length}, longer than the phase's "
-                        f"{max_seq_length}; prepare it with --max-seq-length {max_seq_length}",
-                        Path(folder) / "manifest.json")
+    check_heldout(dataset.manifest, folder, max_seq_length)
     if len(dataset) == 0:
         raise UserError("the held-out folder holds no instances", folder)
     return [dataset[i] for i in spread(len(dataset), n)]

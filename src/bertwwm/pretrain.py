@@ -462,8 +462,13 @@ def phase_folders(cfg: PretrainConfig) -> list[str]:
         if not Path(folder).is_dir():
             raise UserError("prepared data folder not found", folder)
         folders.append(folder)
-    if cfg.heldout is not None and not (Path(cfg.heldout) / "manifest.json").is_file():
-        raise UserError("held-out folder not found (a folder written by `bertwwm prepare`)", cfg.heldout)
+    if cfg.heldout is not None:  # checked before anything is written
+        from bertwwm.heldout import check_heldout
+        from bertwwm.storage import read_manifest
+
+        if not (Path(cfg.heldout) / "manifest.json").is_file():
+            raise UserError("held-out folder not found (a folder written by `bertwwm prepare`)", cfg.heldout)
+        check_heldout(read_manifest(cfg.heldout), cfg.heldout, min(p.max_seq_length for p in cfg.phases))
     return folders
 
 
