@@ -309,14 +309,9 @@ def finetune_model(args, out: Path, model_folder: Path, name: str, task: str) ->
 
 def last_eval(run: Path) -> dict:
     """The run's last held-out record in metrics.jsonl (own masks), with the step it was taken at."""
-    record: dict = {}
-    path = run / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("split") == "eval":
-                    record = r
+    from bertwwm.heldout import last_heldout
+
+    record = last_heldout(run)
     return {k: record[k] for k in ("step", "mlm_loss", "mlm_acc", "unigram_loss", "unigram_acc") if k in record}
 
 

@@ -38,12 +38,12 @@ def split_corpus(source: Path, folder: Path) -> tuple[Path, Path]:
 
 
 def last_eval(run: Path) -> dict:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    evals = [r for r in records if r["split"] == "eval"]
-    train = [r for r in records if r["split"] == "train"]
-    return {"heldout_mlm_acc": round(evals[-1]["mlm_acc"], 4), "heldout_mlm_loss": round(evals[-1]["mlm_loss"], 4),
-            "unigram_loss": round(evals[-1]["unigram_loss"], 4), "unigram_acc": round(evals[-1]["unigram_acc"], 4),
-            "steps": train[-1]["step"], "seconds": round(train[-1]["elapsed_s"], 1)}
+    from bertwwm.heldout import last_heldout
+
+    last = last_heldout(run)
+    return {"heldout_mlm_acc": round(last["mlm_acc"], 4), "heldout_mlm_loss": round(last["mlm_loss"], 4),
+            "unigram_loss": round(last["unigram_loss"], 4), "unigram_acc": round(last["unigram_acc"], 4),
+            "steps": last["step"], "seconds": round(last["elapsed_s"], 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

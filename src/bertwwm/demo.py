@@ -247,15 +247,14 @@ def step_finetune(run: Demo, task: str, name: str, model: Path) -> Path:
 
 def pretraining_summary(folder: Path) -> dict:
     """The last held-out evaluation of a pretraining run: MLM accuracy and loss, and the unigram reference."""
-    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    evals = [r for r in map(json.loads, lines) if r.get("split") == "eval"]
-    train = [r for r in map(json.loads, lines) if r.get("split") == "train"]
-    if not evals:
+    from bertwwm.heldout import last_heldout
+
+    last = last_heldout(folder)
+    if not last:
         raise UserError("the pretraining run has no held-out evaluation", folder / "metrics.jsonl")
-    last = evals[-1]
     return {"heldout_mlm_acc": last["mlm_acc"], "heldout_mlm_loss": last["mlm_loss"],
             "unigram_loss": last["unigram_loss"], "unigram_acc": last["unigram_acc"], "steps": last["step"],
-            "seconds": train[-1]["elapsed_s"] if train else None}
+            "seconds": last["elapsed_s"]}
 
 
 def plot_pretraining(runs: dict[str, Path], png: Path) -> Path:

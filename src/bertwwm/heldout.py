@@ -99,3 +99,21 @@ def evaluate(model, batches: list[dict], device, log_probs: np.ndarray | None = 
         record.update(nsp_loss=sums[3] / sums[5], nsp_acc=sums[4] / sums[5])
     return record
 
+
+
+def last_heldout(run: str | Path) -> dict:
+    """A pretraining run's last held-out evaluation from RUN/metrics.jsonl (empty when it has none), with the
+    wall time of its last logged training step as `elapsed_s`."""
+    import json
+
+    last_eval, elapsed = {}, None
+    path = Path(run) / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if record.get("split") == "eval":
+                    last_eval = record
+                elif record.get("split") == "train":
+                    elapsed = record.get("elapsed_s")
+    return {**last_eval, "elapsed_s": elapsed} if last_eval else {}
