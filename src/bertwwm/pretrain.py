@@ -651,15 +651,16 @@ def build_training_model(cfg: PretrainConfig, d: Dist):
 
     from bertwwm.model import PretrainingModel, bert_config, build_model, load_model
 
+    from bertwwm import zoo
+
     if cfg.init == "random":
         torch.manual_seed(cfg.seed)  # the random init is a function of the seed
         saved = bert_config(cfg.preset)
         hf = build_model(bert_config(cfg.preset, dropout=cfg.dropout), nsp=cfg.nsp)
     else:
-        saved = zoo_config(cfg.init)
+        saved = zoo.load_bert_config(cfg.init)
         hf = load_model(cfg.init, nsp=cfg.nsp, dropout=cfg.dropout)
         if d.main and not cfg.resume:
-            from bertwwm import zoo
             from bertwwm.head_check import check_mlm_head
 
             check_mlm_head(hf, zoo.resolve_model(cfg.init), "pretrain", warmup_steps=cfg.head_warmup_steps)
@@ -674,12 +675,6 @@ def build_training_model(cfg: PretrainConfig, d: Dist):
     # model's own rates, so fine-tuning gets BERT's usual regularisation and not the pretraining's zero.
     model.saved_dropout = (saved.hidden_dropout_prob, saved.attention_probs_dropout_prob)
     return model
-
-
-def zoo_config(ref: str):
-    from bertwwm import zoo
-
-    return zoo.load_bert_config(str(ref))
 
 
 @contextlib.contextmanager
