@@ -98,7 +98,7 @@ FINETUNE_BATCH_SIZE = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError
     from bertwwm.pretrain import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_documents(path: str, max_chars: int | None) -> list[str]:
     """The documents of a text file (separated by blank lines), up to about `max_chars` characters."""
-    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError
 
     opener = gzip.open if str(path).endswith(".gz") else open
     docs, lines, total = [], [], 0
@@ -199,8 +199,8 @@ def read_documents(path: str, max_chars: int | None) -> list[str]:
 
 def split_corpus(args, out: Path) -> tuple[Path, Path]:
     """OUT/corpus/train.txt and heldout.txt: every HELDOUT_EVERY-th document of each file is held out."""
-    from bertwwm.errors import UserError
-    from bertwwm.fileio import atomic_write_text
+    from bertwwm.core.errors import UserError
+    from bertwwm.core.fileio import atomic_write_text
 
     folder = out / "corpus"
     train, heldout = folder / "train.txt", folder / "heldout.txt"
@@ -222,9 +222,9 @@ def split_corpus(args, out: Path) -> tuple[Path, Path]:
 
 
 def prepare_folder(text: Path, folder: Path, args, max_seq_length: int) -> Path:
-    from bertwwm.errors import UserError
-    from bertwwm.prepare import prepare
-    from bertwwm.storage import read_manifest
+    from bertwwm.core.errors import UserError
+    from bertwwm.data.prepare import prepare
+    from bertwwm.data.storage import read_manifest
 
     try:
         read_manifest(folder)
@@ -240,8 +240,8 @@ def prepare_folder(text: Path, folder: Path, args, max_seq_length: int) -> Path:
 
 def check_settings(args, out: Path) -> None:
     """A rerun continues the same ablation: refuse settings that would mix results of different setups."""
-    from bertwwm.errors import UserError
-    from bertwwm.fileio import atomic_write_json
+    from bertwwm.core.errors import UserError
+    from bertwwm.core.fileio import atomic_write_json
 
     now = {"recipe": RECIPE, "corpus": [str(Path(c).resolve()) for c in args.corpus],
            "corpus_chars": args.corpus_chars, "heldout_every": HELDOUT_EVERY, "seed": args.seed,
@@ -286,7 +286,7 @@ def pretrain_model(args, data: Path, heldout: Path, out: Path, model: str, polic
 
 
 def random_init_model(out: Path, model: str, seed: int) -> Path:
-    from bertwwm.init_model import init_model
+    from bertwwm.modeling.init_model import init_model
 
     folder = out / f"init-{model}-seed{seed}"
     if not (folder / "config.json").is_file():
@@ -309,7 +309,7 @@ def finetune_model(args, out: Path, model_folder: Path, name: str, task: str) ->
 
 def last_eval(run: Path) -> dict:
     """The run's last held-out record in metrics.jsonl (own masks), with the step it was taken at."""
-    from bertwwm.heldout import last_heldout
+    from bertwwm.pretrain.heldout import last_heldout
 
     record = last_heldout(run)
     return {k: record[k] for k in ("step", "mlm_loss", "mlm_acc", "unigram_loss", "unigram_acc") if k in record}
@@ -319,10 +319,10 @@ class CommonHeldout:
     """Held-out MLM scores on masks shared by every model (15% whole-word and character masks, drawn once)."""
 
     def __init__(self, data: Path, heldout: Path, phase: dict, mask_prob: float, instances: int):
-        from bertwwm import heldout as ho
-        from bertwwm.model import VOCAB_SIZE
-        from bertwwm.storage import PreparedDataset
-        from bertwwm.tokens import VocabInfo
+        from bertwwm.pretrain import heldout as ho
+        from bertwwm.modeling.model import VOCAB_SIZE
+        from bertwwm.data.storage import PreparedDataset
+        from bertwwm.text.tokens import VocabInfo
 
         items = ho.heldout_items(heldout, instances, phase["max_seq_length"])
         self.log_probs = ho.unigram_log_probs(PreparedDataset(data), [], VOCAB_SIZE)
@@ -336,15 +336,15 @@ class CommonHeldout:
 
     def score(self, model_folder: Path) -> dict:
         """{policy: {mlm_loss, mlm_acc, unigram_loss, unigram_acc}}, cached beside the model."""
-        from bertwwm.fileio import atomic_write_json
+        from bertwwm.core.fileio import atomic_write_json
 
         cache = model_folder.parent / f"{model_folder.name}-common-heldout.json"
         if cache.is_file():
             return json.loads(cache.read_text(encoding="utf-8"))
         import torch
 
-        from bertwwm import heldout as ho
-        from bertwwm.model import PretrainingModel, load_model
+        from bertwwm.pretrain import heldout as ho
+        from bertwwm.modeling.model import PretrainingModel, load_model
 
         net = PretrainingModel(load_model(model_folder, nsp=False))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -440,8 +440,8 @@ def plot(rows: list[dict], runs: list[dict], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bertwwm.fileio import atomic_path
-    from bertwwm.plot import read_metrics
+    from bertwwm.core.fileio import atomic_path
+    from bertwwm.pretrain.plot import read_metrics
     from bertwwm.tasks.registry import get_task
 
     colors = {p: f"C{k}" for k, p in enumerate(POLICIES + (RANDOM_INIT,))}
@@ -508,7 +508,7 @@ def steps_note(args, runs: list[dict]) -> str:
 def write_results(args, rows: list[dict], runs: list[dict], docs: Path, seconds: float) -> None:
     import torch
 
-    from bertwwm.fileio import atomic_write_text
+    from bertwwm.core.fileio import atomic_write_text
 
     docs.mkdir(parents=True, exist_ok=True)
     plot(rows, runs, docs / "ablation.png")
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError
     from bertwwm.pretrain import load_recipe
     from bertwwm.report import read_results, summarize
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertwwm.align import WordAligner
-from bertwwm.collate import WholeWordMaskCollator
-from bertwwm.masking import MaskingConfig
-from bertwwm.tokens import CLS_ID, SEP_ID, chinese_tokenizer
+from bertwwm.text.align import WordAligner
+from bertwwm.data.collate import WholeWordMaskCollator
+from bertwwm.data.masking import MaskingConfig
+from bertwwm.text.tokens import CLS_ID, SEP_ID, chinese_tokenizer
 
 SHARED = Path(os.environ.get("BERTWWM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

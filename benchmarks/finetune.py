@@ -32,7 +32,7 @@ DATA = Path(os.environ.get("BERTWWM_SHARED_DATA", REPO.parent / "shared" / "data
 def build_model(folder: Path) -> str:
     from transformers import BertConfig, BertModel
 
-    from bertwwm.tokens import save_tokenizer
+    from bertwwm.text.tokens import save_tokenizer
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,

@@ -38,7 +38,7 @@ def split_corpus(source: Path, folder: Path) -> tuple[Path, Path]:
 
 
 def last_eval(run: Path) -> dict:
-    from bertwwm.heldout import last_heldout
+    from bertwwm.pretrain.heldout import last_heldout
 
     last = last_heldout(run)
     return {"heldout_mlm_acc": round(last["mlm_acc"], 4), "heldout_mlm_loss": round(last["mlm_loss"], 4),
@@ -48,7 +48,7 @@ def last_eval(run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from bertwwm.demo import sample_corpus
-    from bertwwm.prepare import prepare
+    from bertwwm.data.prepare import prepare
     from bertwwm.pretrain import config_from_recipe, load_recipe, parse_duration, pretrain
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -2,7 +2,7 @@
 dupe factor 5, NSP pairs, up to 20 predictions), rjieba segmentation, on real text (../shared/data/corpus,
 PRC laws by default).
 
-What is timed: one call of `bertwwm.prepare.prepare(...)`, i.e. reading and decompressing the corpus,
+What is timed: one call of `bertwwm.data.prepare.prepare(...)`, i.e. reading and decompressing the corpus,
 sentence splitting, segmentation, WordPiece tokenisation and word alignment, instance creation for every
 copy, masking, shuffling, writing and checksumming every shard and the manifest. Process-pool start-up is
 included, and so is building the segmenter and tokenizer tables; Python start-up and imports are not.
@@ -49,7 +49,7 @@ def corpus_slice(limit_chars: int | None, folder: Path) -> Path:
 
 
 def run_once(source: Path, workers: int, folder: Path) -> dict:
-    from bertwwm.prepare import _STATE, prepare
+    from bertwwm.data.prepare import _STATE, prepare
 
     _STATE.clear()  # every run pays for building its segmenter and tokenizer tables, as a fresh command would
     out = folder / f"out-{workers}"
@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bertwwm-bench-") as tmp:
         folder = Path(tmp)
         source = corpus_slice(args.chars, folder)
-        import bertwwm.prepare  # noqa: F401  (imports happen outside the timed region)
+        import bertwwm.data.prepare  # noqa: F401  (imports happen outside the timed region)
 
         results = [run_once(source, args.workers, folder)]
         if not args.skip_single and args.workers != 1:

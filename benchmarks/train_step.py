@@ -2,8 +2,8 @@
 
 Both run the same BertConfig on the same batch (16 x 128 tokens of the shared CLUE corpus, 15% of the
 tokens masked, as in BERT's data): the baseline is the stock `BertForMaskedLM` whose head projects
-every position onto the 21,128-word vocabulary; ours is `bertwwm.model.PretrainingModel` (head only at the
-masked positions) with `bertwwm.optim.build_optimizer("adamw")`. The bf16 case runs ours under CPU bf16
+every position onto the 21,128-word vocabulary; ours is `bertwwm.modeling.model.PretrainingModel` (head only at the
+masked positions) with `bertwwm.modeling.optim.build_optimizer("adamw")`. The bf16 case runs ours under CPU bf16
 autocast and compares it with the fp32 baseline (the issue's "3x for small with bf16"); the bf16 baseline
 is printed too. MFU counts the FLOPs the step needs (encoder + head at masked positions, x3 for
 forward+backward) against this CPU's matmul peak (measured here, and the issue's 174 / 390 GFLOP/s).
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertwwm.model import PretrainingModel, bert_config, build_model
-from bertwwm.optim import build_optimizer
-from bertwwm.tokens import chinese_tokenizer
+from bertwwm.modeling.model import PretrainingModel, bert_config, build_model
+from bertwwm.modeling.optim import build_optimizer
+from bertwwm.text.tokens import chinese_tokenizer
 
 ISSUE_PEAK = {"fp32": 174e9, "bf16": 390e9}
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "clue-small-sample.txt"

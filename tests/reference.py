@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bertwwm.tokens import VocabInfo
+from bertwwm.text.tokens import VocabInfo
 
 SPECIAL = set(VocabInfo.from_vocab().special_ids.tolist())
 

@@ -79,7 +79,7 @@ def test_corpus_chars_take_a_share_of_every_file(ablation, tmp_path):
 
 
 def test_too_few_documents_is_a_clear_error(ablation, tmp_path):
-    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError
 
     args = ablation.parse_args(["--corpus", str(write_corpus(tmp_path / "a.txt", 5))])
     with pytest.raises(UserError, match="too few documents"):
@@ -87,7 +87,7 @@ def test_too_few_documents_is_a_clear_error(ablation, tmp_path):
 
 
 def test_settings_guard_refuses_other_settings_and_allows_more(ablation, tmp_path):
-    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError
 
     ablation.check_settings(ablation.parse_args(["--tasks", "chnsenticorp"]), tmp_path)
     ablation.check_settings(ablation.parse_args(["--tasks", "chnsenticorp,cmrc2018", "--pretrain-seeds", "5"]),

@@ -11,8 +11,8 @@ import pytest
 
 from bertwwm.cli import main
 from bertwwm.demo import BUDGETS, CONTROL, LABELS, POLICIES, TASKS, demo, task_data_dir
-from bertwwm.errors import EXIT_USAGE
-from bertwwm.storage import read_manifest
+from bertwwm.core.errors import EXIT_USAGE
+from bertwwm.data.storage import read_manifest
 from bertwwm.tasks.registry import get_task
 
 MODELS = (*POLICIES, CONTROL)
@@ -73,7 +73,7 @@ def test_the_control_is_the_pretraining_runs_starting_point(demo_runs):
     import torch
     from safetensors.torch import load_file
 
-    from bertwwm.model import bert_config, build_model
+    from bertwwm.modeling.model import bert_config, build_model
 
     out, *_ = demo_runs
     control = load_file(str(out / "random-init" / "model.safetensors"))

@@ -188,3 +188,53 @@ def test_the_cli_starts_without_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'jieba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# The stages in pipeline order (docs/architecture.md). A module may import its own stage package and earlier
+# stages; never a later stage, nor another package of the same rank (tasks and pretrain do not know each other).
+STAGES = {"core": 0, "text": 1, "data": 2, "convert": 3, "modeling": 4, "tasks": 5, "pretrain": 5,
+          "report": 6, "finetune": 7, "demo": 8, "cli": 9, "__main__": 10}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None  # None: the root package, which every module runs first
+
+
+def test_every_module_belongs_to_a_stage():
+    assert {_stage(m) for m in MODULES} - {None} <= set(STAGES), "add the new package to STAGES (and architecture.md)"
+
+
+def test_no_upward_imports():
+    upward = []
+    for name, deps in import_graph(False).items():
+        here = _stage(name)
+        for dep, line in deps.items():
+            there = _stage(dep)
+            if here is None or there is None or there == here:
+                continue
+            if STAGES[there] >= STAGES[here]:
+                upward.append(f"src/{MODULES[name].relative_to(SRC)}:{line}: {here} imports {dep} ({there})")
+    assert not upward, "imports against the pipeline's direction:\n  " + "\n  ".join(upward)
+
+
+def test_src_uses_the_new_module_names():
+    """The pre-0.3 flat names (bertwwm.prepare, bertwwm.errors, ...) exist for users' code only."""
+    import bertwwm
+
+    old = [f"src/{MODULES[name].relative_to(SRC)}:{line}: {target}"
+           for name, path in MODULES.items() for target, line, _ in _imports(name, path)
+           if target.split(".")[1:2] and target.split(".")[1] in bertwwm.MOVED_MODULES]
+    assert not old, "use the stage packages' names:\n  " + "\n  ".join(old)
+
+
+def test_old_module_names_are_the_same_modules():
+    import importlib
+
+    import bertwwm
+
+    for old, new in bertwwm.MOVED_MODULES.items():
+        assert importlib.import_module(f"bertwwm.{old}") is importlib.import_module(f"bertwwm.{new}")
+    from bertwwm.errors import UserError
+    from bertwwm.core.errors import UserError as moved
+    assert UserError is moved

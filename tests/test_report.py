@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from bertwwm import cli
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 from bertwwm.report import report, summarize
 
 

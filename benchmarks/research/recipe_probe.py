@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 import torch
-from bertwwm.storage import PreparedDataset
-from bertwwm.collate import WholeWordMaskCollator
-from bertwwm.masking import MaskingConfig
-from bertwwm.model import PretrainingModel, build_model, bert_config
-from bertwwm.optim import parameter_groups
+from bertwwm.data.storage import PreparedDataset
+from bertwwm.data.collate import WholeWordMaskCollator
+from bertwwm.data.masking import MaskingConfig
+from bertwwm.modeling.model import PretrainingModel, build_model, bert_config
+from bertwwm.modeling.optim import parameter_groups
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", default="tr64")
@@ -136,7 +136,7 @@ res = dict(tag=a.tag, budget=a.budget, steps=step, tokens=tokens, secs=round(tim
            char_acc=round(r["char"][1], 4), hist=hist, args=vars(a))
 print(json.dumps(res), flush=True)
 if a.save:
-    from bertwwm.model import save_model
+    from bertwwm.modeling.model import save_model
     model.hf.config.hidden_dropout_prob = 0.1
     model.hf.config.attention_probs_dropout_prob = 0.1
     save_model(model, a.save)

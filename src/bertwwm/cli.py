@@ -12,25 +12,25 @@ import importlib
 import sys
 
 from bertwwm import __version__
-from bertwwm.errors import EXIT_USAGE, UserError
+from bertwwm.core.errors import EXIT_USAGE, UserError
 
 # name -> (module, one-line help). Order is the pipeline's order.
 VERBS: dict[str, tuple[str, str]] = {
-    "show-masking": ("bertwwm.show_masking", "show character vs whole-word masking of a sentence"),
-    "vocab": ("bertwwm.vocab_extend", "extend a model's vocabulary with a domain corpus's characters (vocab extend)"),
-    "prepare": ("bertwwm.prepare", "turn raw text into masked pretraining instances (sharded, resumable)"),
-    "inspect": ("bertwwm.inspect_data", "print a prepared folder's stats and decode a few instances"),
-    "init": ("bertwwm.init_model", "write a randomly initialised model: the no-pretraining control"),
+    "show-masking": ("bertwwm.data.show_masking", "show character vs whole-word masking of a sentence"),
+    "vocab": ("bertwwm.modeling.vocab_extend", "extend a model's vocabulary with a domain corpus's characters (vocab extend)"),
+    "prepare": ("bertwwm.data.prepare", "turn raw text into masked pretraining instances (sharded, resumable)"),
+    "inspect": ("bertwwm.data.inspect_data", "print a prepared folder's stats and decode a few instances"),
+    "init": ("bertwwm.modeling.init_model", "write a randomly initialised model: the no-pretraining control"),
     "pretrain": ("bertwwm.pretrain", "pretrain or continue pretraining a BERT-wwm model"),
-    "shrink": ("bertwwm.shrink", "cut a smaller model from chosen layers of a bigger one (RBT3-style)"),
-    "plot": ("bertwwm.plot", "draw a run's loss and accuracy curves as PNG"),
-    "fill-mask": ("bertwwm.fill_mask", "fill [MASK] spans with a masked language model"),
+    "shrink": ("bertwwm.modeling.shrink", "cut a smaller model from chosen layers of a bigger one (RBT3-style)"),
+    "plot": ("bertwwm.pretrain.plot", "draw a run's loss and accuracy curves as PNG"),
+    "fill-mask": ("bertwwm.modeling.fill_mask", "fill [MASK] spans with a masked language model"),
     "finetune": ("bertwwm.finetune", "fine-tune on one of the eight benchmarks over many seeds"),
-    "evaluate": ("bertwwm.evaluate", "score predictions with a task's official metric"),
-    "predict": ("bertwwm.predict", "run a fine-tuned model on new data"),
+    "evaluate": ("bertwwm.finetune.evaluate", "score predictions with a task's official metric"),
+    "predict": ("bertwwm.finetune.predict", "run a fine-tuned model on new data"),
     "report": ("bertwwm.report", "render max (mean) tables over seeds"),
-    "convert": ("bertwwm.convert.cli", "convert checkpoints: TensorFlow <-> Hugging Face, legacy PyTorch"),
-    "models": ("bertwwm.zoo", "list the released Chinese BERT-wwm models"),
+    "convert": ("bertwwm.modeling.convert_cli", "convert checkpoints: TensorFlow <-> Hugging Face, legacy PyTorch"),
+    "models": ("bertwwm.modeling.zoo", "list the released Chinese BERT-wwm models"),
     "demo": ("bertwwm.demo", "run the report's pipeline in miniature"),
 }
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full disk outside the atomic writers (appended logs, TensorBoard events)
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        from bertwwm.fileio import disk_full_error
+        from bertwwm.core.fileio import disk_full_error
 
         print(f"bertwwm {args.verb}: error: {disk_full_error(e, e.filename or '.')}", file=sys.stderr)
         return EXIT_USAGE

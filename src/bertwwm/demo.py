@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bertwwm.errors import UserError
-from bertwwm.fileio import atomic_write_json, atomic_write_text
+from bertwwm.core.errors import UserError
+from bertwwm.core.fileio import atomic_write_json, atomic_write_text
 
 EXAMPLE = "使用语言模型来预测下一个词的probability。"
 POLICIES = ("wwm", "char")
@@ -150,7 +150,7 @@ def _recipe():
 
 
 def step_show_masking(run: Demo) -> None:
-    from bertwwm.show_masking import format_rows, show_masking
+    from bertwwm.data.show_masking import format_rows, show_masking
 
     run.header(1, "whole word masking vs character masking, as in the report's Table 1")
     example = show_masking(EXAMPLE, seed=run.seed)
@@ -160,8 +160,8 @@ def step_show_masking(run: Demo) -> None:
 
 
 def step_prepare(run: Demo) -> Path:
-    from bertwwm.prepare import prepare
-    from bertwwm.storage import read_manifest
+    from bertwwm.data.prepare import prepare
+    from bertwwm.data.storage import read_manifest
 
     folder = run.out / "data"
     length = _recipe().phases[0].max_seq_length
@@ -212,7 +212,7 @@ def step_pretrain(run: Demo, policy: str, data: Path) -> Path:
 def step_control(run: Demo) -> Path:
     """The random-init control: the recipe's model built under the same seed, i.e. the pretraining runs'
     starting weights, written as a model folder and never trained."""
-    from bertwwm.init_model import init_model
+    from bertwwm.modeling.init_model import init_model
 
     folder = run.out / "random-init"
     t0 = time.perf_counter()
@@ -247,7 +247,7 @@ def step_finetune(run: Demo, task: str, name: str, model: Path) -> Path:
 
 def pretraining_summary(folder: Path) -> dict:
     """The last held-out evaluation of a pretraining run: MLM accuracy and loss, and the unigram reference."""
-    from bertwwm.heldout import last_heldout
+    from bertwwm.pretrain.heldout import last_heldout
 
     last = last_heldout(folder)
     if not last:
@@ -265,7 +265,7 @@ def plot_pretraining(runs: dict[str, Path], png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bertwwm.fileio import atomic_path
+    from bertwwm.core.fileio import atomic_path
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, (policy, folder) in enumerate(runs.items()):
@@ -343,7 +343,7 @@ def reading(pretraining: dict[str, dict], summaries: dict[tuple[str, str], dict]
 
 
 def step_report(run: Demo, pretrain_runs: dict[str, Path], finetune_runs: dict[tuple[str, str], Path]) -> dict:
-    from bertwwm.plot import plot_run
+    from bertwwm.pretrain.plot import plot_run
     from bertwwm.report import load_run, plot_runs, render_tables, summarize
 
     t0 = time.perf_counter()

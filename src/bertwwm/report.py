@@ -13,8 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from bertwwm.errors import UserError
-from bertwwm.random_init import is_random_init
+from bertwwm.core.errors import UserError
+from bertwwm.modeling.random_init import is_random_init
 from bertwwm.tasks.registry import get_task
 
 SPLITS = ("dev", "test")
@@ -127,7 +127,7 @@ def plot_runs(runs: list[tuple[str, dict]], png: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bertwwm.fileio import atomic_path
+    from bertwwm.core.fileio import atomic_path
 
     by_task: dict[str, list[tuple[str, dict]]] = {}
     for label, summary in runs:

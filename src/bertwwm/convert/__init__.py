@@ -3,7 +3,7 @@
     from bertwwm.convert import tf_to_hf, hf_to_tf, convert_legacy_folder
     tf_to_hf("chinese_wwm_L-12_H-768_A-12/", "bert-wwm-hf/")     # folder, prefix or .index file
     hf_to_tf("bert-wwm-hf/", "bert-wwm-tf/")                    # a local HF folder
-    hf_to_tf(bertwwm.zoo.resolve_model("bert-wwm"), "bert-wwm-tf/")  # a zoo name or hub id, resolved first
+    hf_to_tf(bertwwm.modeling.zoo.resolve_model("bert-wwm"), "bert-wwm-tf/")  # a zoo name or hub id, resolved first
 
 GELU: Google's TF BERT computes GELU with the tanh approximation, so TF checkpoints convert with
 hidden_act "gelu_new" (transformers' tanh GELU); exact-erf "gelu" differs by up to ~1e-3 per activation.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 # The leaves (configs, formats, hf_folder, names, tf_checkpoint) import nothing above them, and nothing in
-# bertwwm.convert imports bertwwm.zoo: the zoo imports the converters, never the reverse.
+# bertwwm.convert imports bertwwm.modeling.zoo: the zoo imports the converters, never the reverse.
 from bertwwm.convert.configs import (GOOGLE_CONFIG_KEYS, TANH_GELU, config_from_dict, read_json, read_tf_bert_config,
                                      tf_config_from_dict)
 from bertwwm.convert.formats import find_tf_prefix, tf_prefix_of
@@ -25,7 +25,7 @@ from bertwwm.convert.hf_folder import readme, vocab_lines, write_hf_folder, writ
 from bertwwm.convert.legacy import convert_legacy_folder, rename_legacy_state_dict
 from bertwwm.convert.names import ConversionReport, state_dict_to_tf, tf_to_state_dict
 from bertwwm.convert.tf_checkpoint import CheckpointReader, write_checkpoint
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 TF_CHECKPOINT_NAME = "bert_model.ckpt"
 
@@ -54,7 +54,7 @@ def _tf_prefix(ckpt: str | Path) -> Path:
 def tf_to_hf(ckpt: str | Path, out_dir: str | Path, *, do_lower_case: bool | None = None) -> ConversionReport:
     """Convert a TF-1 BERT checkpoint (folder, prefix or .index file, with bert_config.json and vocab.txt
     beside it) into a Hugging Face folder. Nothing is left at `out_dir` if anything fails."""
-    from bertwwm.fileio import atomic_path
+    from bertwwm.core.fileio import atomic_path
 
     prefix = _tf_prefix(ckpt)
     config = read_tf_bert_config(prefix.parent / "bert_config.json")
@@ -109,11 +109,11 @@ def _read_hf_state(folder: Path) -> dict[str, np.ndarray]:
 
 def _hf_model_folder(model: str | Path) -> tuple[Path, object]:
     """(folder, BertConfig) of a local Hugging Face folder. Zoo names, hub ids and other checkpoint formats
-    are the zoo's business (`bertwwm.zoo.resolve_model`); the converters never import the zoo."""
+    are the zoo's business (`bertwwm.modeling.zoo.resolve_model`); the converters never import the zoo."""
     folder = Path(model).expanduser()
     if not folder.is_dir():
         raise UserError("not a local model folder (for a zoo name, hub id or TF/legacy checkpoint, pass "
-                        "bertwwm.zoo.resolve_model(ref) here, as `bertwwm convert hf-to-tf` does)", folder)
+                        "bertwwm.modeling.zoo.resolve_model(ref) here, as `bertwwm convert hf-to-tf` does)", folder)
     if not (folder / "config.json").is_file():
         raise UserError("no model found: the folder has no config.json", folder)
     return folder, config_from_dict(read_json(folder / "config.json", "config"), folder / "config.json")
@@ -122,7 +122,7 @@ def _hf_model_folder(model: str | Path) -> tuple[Path, object]:
 def hf_to_tf(model: str | Path, out_dir: str | Path) -> ConversionReport:
     """Write a Hugging Face BERT folder as a TF-1 checkpoint with Google's variable names:
     bert_model.ckpt.index/.data-00000-of-00001, checkpoint, bert_config.json, vocab.txt."""
-    from bertwwm.fileio import atomic_path
+    from bertwwm.core.fileio import atomic_path
 
     folder, config = _hf_model_folder(model)
     act = config.hidden_act

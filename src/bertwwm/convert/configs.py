@@ -1,5 +1,5 @@
 """Config reading: Google's bert_config.json and config.json files (RoBERTa-wwm's read as BERT) as a
-transformers BertConfig. A leaf module (only bertwwm.errors) so that both the converters and the zoo can use
+transformers BertConfig. A leaf module (only bertwwm.core.errors) so that both the converters and the zoo can use
 it: the zoo imports `bertwwm.convert`, never the reverse."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bertwwm.convert.names import ConversionReport
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 
 def vocab_lines(path: Path) -> list[str]:
@@ -27,7 +27,7 @@ def vocab_lines(path: Path) -> list[str]:
 def write_tokenizer(folder: Path, vocab_path: Path, vocab_size: int, do_lower_case: bool | None = None) -> str:
     """Tokenizer files for a converted model. Google's Chinese vocab gets the project's checked tokenizer;
     any other vocab (e.g. multilingual) is copied and a BERT tokenizer is built from it."""
-    from bertwwm import tokens
+    from bertwwm.text import tokens
 
     lines = vocab_lines(vocab_path)
     if len(lines) != vocab_size:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bertwwm.convert.names import HF_DERIVED, ConversionReport, expected_shapes
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 _BERT_PARTS = ("embeddings.", "encoder.", "pooler.")
 
@@ -23,7 +23,7 @@ def read_state_dict(path: str | Path) -> dict:
     """A pytorch_model.bin's tensors (never unpickles arbitrary objects: weights only)."""
     import torch
 
-    from bertwwm.integrity import load_torch_file
+    from bertwwm.core.integrity import load_torch_file
 
     path = Path(path)
     if not path.is_file():
@@ -119,7 +119,7 @@ def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> Conversion
     """Turn a legacy folder (pytorch_model.bin + bert_config.json/config.json + vocab.txt) into a current
     Hugging Face folder at `out_dir`, written atomically."""
     from bertwwm.convert.hf_folder import readme, write_hf_folder, write_tokenizer
-    from bertwwm.fileio import atomic_path
+    from bertwwm.core.fileio import atomic_path
 
     folder = Path(folder)
     weights = folder / "pytorch_model.bin" if folder.is_dir() else folder
@@ -129,7 +129,7 @@ def convert_legacy_folder(folder: str | Path, out_dir: str | Path) -> Conversion
     if not vocab.is_file():
         raise UserError("vocab.txt not found next to the weights", vocab)
     if (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").is_file():
-        from bertwwm.integrity import load_safetensors
+        from bertwwm.core.integrity import load_safetensors
 
         state = load_safetensors(folder / "model.safetensors")
     else:

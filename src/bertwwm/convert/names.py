@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 # Variables that are training state, not model: optimiser slots (Adam, LAMB, momentum, ...), step counters
 # and mixed-precision loss scaling.

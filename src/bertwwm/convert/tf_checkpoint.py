@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from crc32c import crc32c
 
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 
 TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB/TensorFlow table footer magic
 FOOTER_SIZE = 48  # two BlockHandles padded to 40 bytes + 8-byte magic

@@ -18,10 +18,10 @@ from torch import nn
 from transformers import BertForQuestionAnswering, BertForSequenceClassification
 from transformers.modeling_outputs import ModelOutput
 
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 from bertwwm.tasks.mrc import ANSWER_CLASSES
 from bertwwm.tasks.registry import CJRC, CLASSIFICATION, Task
-from bertwwm.tokens import VOCAB_SIZE
+from bertwwm.text.tokens import VOCAB_SIZE
 
 TASK_FILE = "bertwwm_task.json"  # written next to a fine-tuned model: which task and settings it was trained for
 
@@ -69,7 +69,7 @@ def head_class(task: Task):
 
 def load_pretrained(task: Task, ref: str):
     """(model, tokenizer) for fine-tuning `task` from any checkpoint reference zoo.resolve_model accepts."""
-    from bertwwm import zoo
+    from bertwwm.modeling import zoo
 
     path = zoo.resolve_model(ref)
     config = zoo.load_bert_config(path)
@@ -127,8 +127,8 @@ def load_finetuned(folder: str | Path, task: Task | None = None):
     trained_for = get_task(settings["task"])
     if task is not None and task.name != trained_for.name:
         raise UserError(f"this model was fine-tuned for {trained_for.name}, not {task.name}", folder)
-    from bertwwm import zoo
-    from bertwwm.integrity import check_model_folder
+    from bertwwm.modeling import zoo
+    from bertwwm.core.integrity import check_model_folder
 
     check_model_folder(folder)
     config = zoo.load_bert_config(str(folder))
@@ -145,7 +145,7 @@ def load_tokenizer(path: str):
     """
     from transformers import AutoTokenizer
 
-    from bertwwm.tokens import chinese_tokenizer
+    from bertwwm.text.tokens import chinese_tokenizer
 
     error = None
     try:

@@ -44,7 +44,7 @@ def _nltk_tokenizers():
     and a token, or by one of ?!)";}]*:@'({[ -- a regex of PunktLanguageVars, the same for every trained
     model; the trained parameters (abbreviations, collocations, sentence starters) only decide which
     candidates become breaks. Runs without a candidate are therefore one sentence under any model, and
-    word_tokenize reduces to the treebank tokenizer on the whole run (tested in tests/test_tasks_metrics.py).
+    word_tokenize reduces to the treebank tokenizer on the whole run (tested in tests/tasks/test_tasks_metrics.py).
     With a candidate, the untrained splitter breaks after every period, where English punkt would not after
     a known abbreviation ("e.g.", "dr."); in CMRC 2018 dev that affects only the answers
     `cmrc_segmentation_is_exact` reports False for.

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from bertwwm.tasks.readers import NO, SPAN, UNKNOWN, YES, MrcExample
-from bertwwm.tokens import CLS_ID, SEP_ID
+from bertwwm.text.tokens import CLS_ID, SEP_ID
 
 # The CJRC head's classes on [CLS]; "span" means: take the extracted span.
 ANSWER_CLASSES = (SPAN, YES, NO, UNKNOWN)

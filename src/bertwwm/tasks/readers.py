@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bertwwm.errors import UserError
-from bertwwm.fileio import atomic_write_json, atomic_write_text
+from bertwwm.core.errors import UserError
+from bertwwm.core.fileio import atomic_write_json, atomic_write_text
 
 # CJRC answer kinds. The CAIL 2019 scorer decides a question's kind from its FIRST gold answer text.
 SPAN, YES, NO, UNKNOWN = "span", "YES", "NO", "unknown"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bertwwm.errors import UserError
+from bertwwm.core.errors import UserError
 from bertwwm.tasks import readers
 
 CLASSIFICATION, MRC, CJRC = "classification", "mrc", "cjrc"

@@ -1,0 +1,1 @@
+"""Text -> words -> tokens: corpus readers, word segmenters, the Chinese WordPiece vocabulary, word-start flags."""

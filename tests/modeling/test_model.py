@@ -1,0 +1,103 @@
+"""The gathered MLM head equals transformers' full head; saved folders load in plain transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertwwm.core.errors import UserError
+from bertwwm.modeling.model import PRESETS, PretrainingModel, bert_config, build_model, count_parameters, save_model
+from bertwwm.text.tokens import VOCAB_SIZE
+
+
+def _batch(seed: int = 0, batch: int = 3, length: int = 24):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(200, VOCAB_SIZE, (batch, length), generator=g)
+    input_ids[:, 0], input_ids[:, -1] = 101, 102
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    attention_mask[1, 18:] = 0  # a padded row
+    input_ids[1, 18:] = 0
+    token_type_ids = torch.zeros(batch, length, dtype=torch.long)
+    token_type_ids[:, 12:] = 1
+    labels = torch.full((batch, length), -100)
+    for row, positions in enumerate([[3, 4, 9], [1, 2, 15], [20]]):
+        labels[row, positions] = input_ids[row, positions]
+        input_ids[row, positions] = 103
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids), labels
+
+
+def test_presets_have_the_issue_shapes():
+    for name, (layers, hidden, heads, inter) in PRESETS.items():
+        c = bert_config(name)
+        assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == \
+            (layers, hidden, heads, inter)
+        assert (c.vocab_size, c.max_position_embeddings, c.type_vocab_size) == (VOCAB_SIZE, 512, 2)
+    assert PRESETS["small"] == (4, 256, 4, 1024) and PRESETS["large"] == (24, 1024, 16, 4096)
+    with pytest.raises(UserError):
+        bert_config("huge")
+
+
+@pytest.mark.parametrize("nsp", [False, True])
+def test_gathered_head_equals_full_head_and_saved_folder_loads(tmp_path, nsp):
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
+
+    torch.manual_seed(0)
+    hf = build_model(bert_config("tiny", dropout=0.0), nsp=nsp).eval()
+    model = PretrainingModel(hf).eval()
+    inputs, labels = _batch()
+    nsp_label = torch.tensor([0, 1, 0]) if nsp else None
+    with torch.no_grad():
+        out = model(**inputs, labels=labels, next_sentence_label=nsp_label)
+        full = hf(**inputs)
+    full_logits = full.prediction_logits if nsp else full.logits
+    mask = labels != -100
+    # Gathered logits are the full head's logits at the masked positions, in row-major order.
+    torch.testing.assert_close(out.mlm_logits, full_logits[mask], rtol=1e-5, atol=1e-5)
+    want_loss = torch.nn.functional.cross_entropy(full_logits[mask], labels[mask])
+    torch.testing.assert_close(out.mlm_loss_sum / out.mlm_count, want_loss, rtol=1e-5, atol=1e-6)
+    assert out.mlm_count == 7
+    assert int(out.mlm_correct) == int((full_logits[mask].argmax(-1) == labels[mask]).sum())
+    if nsp:
+        want = torch.nn.functional.cross_entropy(full.seq_relationship_logits, nsp_label, reduction="sum")
+        torch.testing.assert_close(out.nsp_loss_sum, want, rtol=1e-5, atol=1e-6)
+
+    # Tied weights stay tied in the wrapper: the decoder *is* the word embedding matrix.
+    assert hf.cls.predictions.decoder.weight is hf.bert.embeddings.word_embeddings.weight
+    names = {n for n, _ in model.named_parameters()}
+    assert "hf.cls.predictions.transform.dense.weight" in names
+
+    folder = tmp_path / "saved"
+    save_model(model, folder)
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    loaded = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        logits = loaded(**inputs).logits
+    assert torch.equal(logits, full_logits)  # same weights, same modules: bitwise equal
+    if nsp:
+        pre = AutoModelForPreTraining.from_pretrained(folder).eval()
+        with torch.no_grad():
+            p = pre(**inputs)
+        assert torch.equal(p.prediction_logits, full_logits)
+        assert torch.equal(p.seq_relationship_logits, full.seq_relationship_logits)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert len(tok) == VOCAB_SIZE and tok.convert_tokens_to_ids("的") == 4638
+
+
+def test_gradients_match_full_head():
+    torch.manual_seed(1)
+    hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
+    model = PretrainingModel(hf)
+    inputs, labels = _batch(seed=3)
+    model(**inputs, labels=labels).loss.backward()
+    ours = {n: p.grad.clone() for n, p in hf.named_parameters()}
+    hf.zero_grad()
+    hf(**inputs, labels=labels).loss.backward()
+    for n, p in hf.named_parameters():
+        torch.testing.assert_close(ours[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_count_parameters_counts_tied_weights_once():
+    hf = build_model(bert_config("tiny"), nsp=False)
+    assert count_parameters(hf) == sum(p.numel() for p in hf.parameters())
+    assert count_parameters(hf) < sum(p.numel() for p in hf.state_dict().values())
