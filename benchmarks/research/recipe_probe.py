@@ -48,12 +48,15 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--save", default=None)
 p.add_argument("--tag", default="")
 p.add_argument("--init_range", type=float, default=0.02)
+p.add_argument("--output_bias", default="zero", choices=("zero", "unigram"),
+               help="start the MLM output bias at zero (BERT) or at the training data's log unigram frequencies")
+p.add_argument("--eps", type=float, default=1e-6)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 cfg = bert_config(a.preset, dropout=a.dropout, initializer_range=a.init_range)
 model = PretrainingModel(build_model(cfg, nsp=False))
-opt = torch.optim.AdamW(parameter_groups(model.hf, a.wd), lr=a.lr, betas=(0.9, a.beta2), eps=1e-6)
+opt = torch.optim.AdamW(parameter_groups(model.hf, a.wd), lr=a.lr, betas=(0.9, a.beta2), eps=a.eps)
 
 
 def collator(ds, mask, seed):
@@ -64,6 +67,21 @@ def collator(ds, mask, seed):
 
 
 ds1 = PreparedDataset(a.data)
+if a.output_bias == "unigram":
+    from bertwwm.modeling.model import set_output_bias
+
+    counts = ds1.token_counts(cfg.vocab_size)[:cfg.vocab_size].astype(np.float64) + 0.1  # as `pretrain` does
+    set_output_bias(model.hf, np.log(counts / counts.sum()))
+
+
+def embedding_health():
+    """(mean pairwise cosine, mean norm) of 2,000 random rows of the word embeddings: a random init has ~(0, 0.23);
+    a degenerate table, whose rows all drifted one way, has a mean cosine near 1."""
+    w = model.hf.bert.embeddings.word_embeddings.weight.detach()
+    rows = w[torch.randperm(len(w), generator=torch.Generator().manual_seed(0))[:2000]]
+    unit = rows / rows.norm(dim=1, keepdim=True)
+    n = len(unit)
+    return round(float(((unit @ unit.T).sum() - n) / (n * n - n)), 3), round(float(rows.norm(dim=1).mean()), 3)
 ds2 = PreparedDataset(a.data2) if a.data2 else None
 ho = PreparedDataset(a.heldout)
 ho_items = [ho[i] for i in range(0, len(ho), max(1, len(ho) // 600))][:600]
@@ -133,7 +151,7 @@ while True:
 r = evaluate()
 res = dict(tag=a.tag, budget=a.budget, steps=step, tokens=tokens, secs=round(time.perf_counter()-t0),
            wwm_loss=round(r["wwm"][0], 3), wwm_acc=round(r["wwm"][1], 4), char_loss=round(r["char"][0], 3),
-           char_acc=round(r["char"][1], 4), hist=hist, args=vars(a))
+           char_acc=round(r["char"][1], 4), embedding_cos_norm=embedding_health(), hist=hist, args=vars(a))
 print(json.dumps(res), flush=True)
 if a.save:
     from bertwwm.modeling.model import save_model

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bertwwm import cli, finetune as ft
+from bertwwm.finetune import runs
 from bertwwm.core.errors import UserError
 from bertwwm.tasks import readers
 from bertwwm.tasks.registry import get_task
@@ -57,6 +58,7 @@ def test_tiny_model_beats_the_majority_class(tiny, tmp_path, shared_data):
 def test_seed_loop_resumes_and_keeps_finished_seeds(tiny, tmp_path, shared_data, monkeypatch):
     out = tmp_path / "run"
     real = ft.train_model
+    assert runs.train_model is real  # the runner calls the loop's train_model: patch it where it is called
     trained = []
 
     def interrupted(model, data, settings, seed, *a, **k):
@@ -65,7 +67,7 @@ def test_seed_loop_resumes_and_keeps_finished_seeds(tiny, tmp_path, shared_data,
         trained.append(seed)
         return real(model, data, settings, seed, *a, **k)
 
-    monkeypatch.setattr(ft, "train_model", interrupted)
+    monkeypatch.setattr(runs, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ft.finetune("chnsenticorp", tiny, out, seeds=3, data_dir=shared_data / "tasks", progress=False, **QUICK)
     first = (out / "results.jsonl").read_text(encoding="utf-8")
@@ -76,7 +78,7 @@ def test_seed_loop_resumes_and_keeps_finished_seeds(tiny, tmp_path, shared_data,
         trained.append(seed)
         return real(model, data, settings, seed, *a, **k)
 
-    monkeypatch.setattr(ft, "train_model", counting)
+    monkeypatch.setattr(runs, "train_model", counting)
     results = ft.finetune("chnsenticorp", tiny, out, seeds=3, data_dir=shared_data / "tasks", progress=False, **QUICK)
     assert trained == [1, 2, 3] and [r["seed"] for r in results] == [1, 2, 3]
     assert (out / "results.jsonl").read_text(encoding="utf-8").startswith(first)  # seed 1 untouched
@@ -119,6 +121,7 @@ def test_length_batches_cover_everything_with_little_padding():
     assert sorted(np.concatenate(evals).tolist()) == list(range(3000))
 
 
+@pytest.mark.slow  # real training: the full suite runs it, the edit-test loop does not
 def test_cjrc_head_trains_saves_and_loads_back(tiny, tmp_path, shared_data):
     from bertwwm.tasks.heads import BertForCJRC, load_finetuned
 
@@ -271,14 +274,14 @@ def test_eval_subsets_by_domain_and_by_article(shared_data):
     cjrc = get_task("cjrc")
     questions = cjrc.read(shared_data / "tasks/cjrc/dev.json")
     samples: dict = {}
-    kept = ft._limit(cjrc, "dev", questions, 500, samples)
+    kept = ft.limit_examples(cjrc, "dev", questions, 500, samples)
     assert len(kept) == 500 and _within_one([e.domain for e in kept], [e.domain for e in questions], 500)
     assert samples["dev"]["by"] == "domain" and "500 of 6,000 questions" in samples["dev"]["note"]
     cmrc = get_task("cmrc2018")
     questions = cmrc.read(shared_data / "tasks/cmrc2018/dev.json")
-    kept = ft._limit(cmrc, "test", questions, 800, samples)
+    kept = ft.limit_examples(cmrc, "test", questions, 800, samples)
     assert _within_one([e.article for e in kept], [e.article for e in questions], 800)
-    assert samples["test"]["by"] == "article" and ft._limit(cmrc, "dev", questions, None, samples) is questions
+    assert samples["test"]["by"] == "article" and ft.limit_examples(cmrc, "dev", questions, None, samples) is questions
 
 
 def test_empty_cjrc_domain_is_not_scored_as_zero(shared_data):

@@ -41,6 +41,7 @@ def easy_task(tmp_path):
     return tmp_path / "tasks"
 
 
+@pytest.mark.slow  # real training: the full suite runs it, the edit-test loop does not
 def test_grid_chooses_the_rate_that_learns_and_says_so(easy_task, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BERTWWM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "grid"
@@ -67,3 +68,31 @@ def test_grid_and_lr_together_is_refused(easy_task, tmp_path, capsys):
               "--lr-grid", "fast,slow"])
     with pytest.raises(Exception, match="positive"):
         finetune_grid("chnsenticorp", "random:tiny", tmp_path / "i", [0.0])
+
+
+def test_every_setting_with_a_flag_is_one_option_of_the_command():
+    """Settings is the one schema: its flagged fields are the command's options (dest = the keyword of
+    finetune() = the key in run.json), each unset by default so that the task's default applies."""
+    import argparse
+    import dataclasses
+
+    from bertwwm.finetune import Settings, add_arguments
+    from bertwwm.finetune.settings import flagged_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    flagged = flagged_settings()
+    assert set(flagged) <= {f.name for f in dataclasses.fields(Settings)}
+    for name, f in flagged.items():
+        assert actions[name].option_strings == [f.metadata["flag"]] and actions[name].default is None
+    assert [a.dest for a in parser._actions].count("learning_rate") == 1
+    args = parser.parse_args(["xnli", "--model", "m", "--out", "o", "--lr", "1e-4", "--max-eval-examples", "5",
+                              "--long-text", "window", "--warmup-proportion", "0.2"])
+    assert (args.learning_rate, args.max_eval_examples, args.long_text, args.warmup_proportion) == (1e-4, 5, "window",
+                                                                                                    0.2)
+    settings = default_settings(get_task("xnli"), "m", **{name: getattr(args, name) for name in flagged})
+    assert settings.learning_rate == 1e-4 and settings.epochs == get_task("xnli").epochs
+    assert settings.warmup_proportion == 0.2 and settings.gradient_accumulation == 1  # unset: the field's default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["xnli", "--model", "m", "--out", "o", "--long-text", "squeeze"])

@@ -137,7 +137,7 @@ def memorised_model(tmp_path_factory):
     torch.manual_seed(0)
     hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
     model = PretrainingModel(hf)
-    opt = torch.optim.AdamW(hf.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(hf.parameters(), lr=3e-3, foreach=True)  # AdamW's update, a fifth faster on CPU
     # Four differently masked copies of each sentence per step: a smooth enough gradient that the
     # probabilities rise steadily (~50 steps) instead of swinging with each random mask.
     enc = tok(sentences * 4, padding=True, return_tensors="pt")

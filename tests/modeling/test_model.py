@@ -101,3 +101,75 @@ def test_count_parameters_counts_tied_weights_once():
     hf = build_model(bert_config("tiny"), nsp=False)
     assert count_parameters(hf) == sum(p.numel() for p in hf.parameters())
     assert count_parameters(hf) < sum(p.numel() for p in hf.state_dict().values())
+
+
+def _zipf_corpus(rng, rows: int = 64, length: int = 32):
+    """300 frequent tokens drawn by Zipf's law; the rest of the vocabulary never occurs (as in a small corpus).
+    The unigram table is that of a 1M-token corpus with this distribution, add-one smoothed."""
+    import numpy as np
+
+    vocab = np.arange(1000, 1300)
+    p = 1 / np.arange(1, 301)
+    p /= p.sum()
+    counts = np.ones(VOCAB_SIZE)
+    counts[vocab] += p * 1e6
+    return rng.choice(vocab, size=(rows, length), p=p), np.log(counts / counts.sum())
+
+
+def test_output_bias_starts_the_model_on_the_unigram_loss():
+    import numpy as np
+
+    from bertwwm.modeling.model import set_output_bias
+
+    data, log_probs = _zipf_corpus(np.random.default_rng(0))
+    ids = torch.tensor(data[:16])
+    labels = ids.clone()
+    inputs = dict(input_ids=torch.full_like(ids, 103), attention_mask=torch.ones_like(ids),
+                  token_type_ids=torch.zeros_like(ids))
+    unigram_loss = float(-torch.tensor(log_probs)[ids].mean())
+    for bias, expected in (("zero", float(np.log(VOCAB_SIZE))), ("unigram", unigram_loss)):
+        torch.manual_seed(0)
+        hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
+        if bias == "unigram":
+            set_output_bias(hf, log_probs)
+            assert torch.equal(hf.cls.predictions.bias, torch.tensor(log_probs, dtype=torch.float32))
+        with torch.no_grad():
+            loss = float(PretrainingModel(hf)(**inputs, labels=labels).loss)
+        assert abs(loss - expected) < 0.2, (bias, loss, expected)  # the tied decoder adds logits of sd ~0.2
+    with pytest.raises(UserError, match="output tokens"):
+        set_output_bias(hf, log_probs[:100])
+
+
+@pytest.mark.slow  # real training: the full suite runs it, the edit-test loop does not
+def test_unigram_output_bias_keeps_unseen_embeddings_apart():
+    """The degeneration it prevents (docs/pretrain-small-budget.md): with a zero bias, Adam and the tied decoder
+    move the rows of tokens the corpus never shows along one common direction within a few steps."""
+    import numpy as np
+
+    from bertwwm.modeling.model import set_output_bias
+    from bertwwm.modeling.optim import parameter_groups
+
+    def unseen_rows_mean_cosine(bias: str) -> float:
+        rng = np.random.default_rng(0)
+        data, log_probs = _zipf_corpus(rng)
+        torch.manual_seed(0)
+        hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
+        if bias == "unigram":
+            set_output_bias(hf, log_probs)
+        model = PretrainingModel(hf)
+        opt = torch.optim.AdamW(parameter_groups(hf, 0.01), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
+        for _ in range(20):
+            ids = torch.tensor(data[rng.integers(0, len(data), 8)])
+            masked = torch.rand(ids.shape, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30)))) < 0.4
+            labels = torch.where(masked, ids, torch.full_like(ids, -100))
+            model(input_ids=torch.where(masked, torch.full_like(ids, 103), ids), attention_mask=torch.ones_like(ids),
+                  token_type_ids=torch.zeros_like(ids), labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        rows = hf.bert.embeddings.word_embeddings.weight.detach()[5000:7000]  # never in the corpus
+        unit = rows / rows.norm(dim=1, keepdim=True)
+        n = len(unit)
+        return float(((unit @ unit.T).sum() - n) / (n * n - n))
+
+    zero, unigram = unseen_rows_mean_cosine("zero"), unseen_rows_mean_cosine("unigram")
+    assert zero > 0.25 and unigram < 0.15, (zero, unigram)  # measured ~0.40 and ~0.09

@@ -250,6 +250,7 @@ def test_continued_pretraining_from_a_tf_checkpoint(prepared, shared_data, tmp_p
     assert config["hidden_act"] == "gelu_new" and config["hidden_size"] == 64
 
 
+@pytest.mark.slow  # real training: the full suite runs it, the edit-test loop does not
 def test_bf16_autocast_and_grad_accum_run(prepared, tmp_path):
     """bf16 autocast on CPU trains (finite, falling loss); grad-accum 2 gives the batch-16 result."""
     def run(out, *extra):

@@ -64,3 +64,119 @@ def test_thucnews_with_other_classes(tmp_path):
     assert with_classes(get_task("thucnews"), None) is get_task("thucnews")
     with pytest.raises(UserError, match="--classes is for thucnews"):
         with_classes(get_task("lcqmc"), classes)
+
+
+def test_every_entry_carries_every_field():
+    """A task is data: reader, writer, head, scorer, prediction layout and version are in its entry."""
+    from bertwwm.tasks.heads import head_class
+    from bertwwm.tasks.readers import PREDICTION_FORMATS, PredictionFormat
+
+    for name, task in TASKS.items():
+        assert task.name == name and task.title and task.kind in ("classification", "mrc", "cjrc")
+        assert set(task.files) == {"train", "dev", "test"} and all(task.files.values())
+        assert callable(task.read) and callable(task.write) and callable(task.scorer)
+        assert task.data_suffix.startswith(".") and task.metric
+        assert isinstance(task.predictions, PredictionFormat) and PREDICTION_FORMATS[task.prediction_format] is \
+            task.predictions and task.prediction_suffix in (".json", ".tsv")
+        assert callable(task.predictions.write) and callable(task.predictions.read)
+        assert hasattr(head_class(task), "from_pretrained"), task.head
+        assert task.main_metric in task.report_metrics
+        assert isinstance(task.version, int) and task.version >= 1
+        assert task.learning_rate > 0 and task.epochs > 0 and task.batch_size > 0 and task.max_seq_length >= 16
+        assert bool(task.labels) != task.is_mrc  # classifiers name their labels; MRC tasks have none
+    assert [t.name for t in TASKS.values() if t.indexed_labels] == ["thucnews"]
+
+
+def _write_senti(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("label\ttext_a\n" + "".join(f"{y}\t{x}\n" for y, x in rows), encoding="utf-8")
+    return folder / "train.tsv"
+
+
+NINTH_ROWS = [("1", "服务很好，早餐丰富"), ("0", "房间太小，隔音差"), ("1", "位置方便，价格合理"), ("0", "前台态度冷淡"),
+              ("1", "干净舒适"), ("0", "空调坏了没人修"), ("1", "下次还来"), ("0", "不推荐")]
+
+
+@pytest.fixture
+def ninth_task(monkeypatch):
+    """A ninth benchmark registered the one way a new task is: a copy of chnsenticorp's entry under another
+    name. Nothing else is patched."""
+    import dataclasses
+
+    task = dataclasses.replace(TASKS["chnsenticorp"], name="hotel_senti", title="Hotel reviews",
+                               files={"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"})
+    monkeypatch.setitem(TASKS, task.name, task)
+    return task
+
+
+def test_a_ninth_task_runs_through_the_registry_paths(ninth_task, tmp_path, capsys):
+    from bertwwm import cli
+    from bertwwm.finetune import default_settings, resolve_files, score
+    from bertwwm.finetune.evaluate import evaluate_files
+    from bertwwm.report import summarize
+
+    _write_senti(tmp_path / "tasks" / "hotel_senti", NINTH_ROWS)
+    task = get_task("Hotel-Senti")
+    assert task is ninth_task
+    # read: found in DATA_DIR/<name>/ by the entry's file names, and split (it has no dev file) in its format
+    settings = resolve_files(task, default_settings(task, "m"), tmp_path / "tasks", tmp_path / "run")
+    assert settings.train == str(tmp_path / "run/data/train.tsv")
+    assert "hotel_senti has only train.tsv" in settings.split_note
+    dev = task.read(settings.dev)
+    assert len(task.read(settings.train)) + len(dev) == 8 and {e.label for e in dev} <= {"0", "1"}
+    # predictions: the entry's layout and suffix; score: the entry's metric, directly and through evaluate
+    predictions = ["1"] * len(dev)
+    path = tmp_path / f"dev_predictions{task.prediction_suffix}"
+    task.predictions.write(path, predictions)
+    expected = 100.0 * sum(e.label == "1" for e in dev) / len(dev)
+    assert score(task, dev, predictions) == {"accuracy": expected, "total": len(dev), "skip": 0}
+    assert evaluate_files("hotel_senti", settings.dev, path) == score(task, dev, predictions)
+    assert cli.main(["evaluate", "hotel_senti", "--gold", settings.dev, "--predictions", str(path)]) == 0
+    assert '"accuracy": ' in capsys.readouterr().out
+    record = {"task": "hotel_senti", "model": "m", "seed": 1, "dev": score(task, dev, predictions)}
+    assert summarize([record])["dev"]["accuracy"]["max"] == expected
+
+
+def test_a_ninth_task_with_its_own_metric(ninth_task, tmp_path, monkeypatch):
+    """A new metric is a scorer(examples, predictions) in the entry; evaluate and report follow it."""
+    import dataclasses
+
+    from bertwwm.finetune.evaluate import evaluate_files
+    from bertwwm.report import render_tables, summarize
+
+    def macro_f1(gold, predictions) -> dict:
+        f1s = []
+        for label in ("0", "1"):
+            tp = sum(e.label == label == p for e, p in zip(gold, predictions))
+            fp = sum(e.label != label == p for e, p in zip(gold, predictions))
+            fn = sum(p != label == e.label for e, p in zip(gold, predictions))
+            f1s.append(200.0 * tp / max(1, 2 * tp + fp + fn))
+        return {"macro_f1": sum(f1s) / len(f1s), "total": len(gold)}
+
+    task = dataclasses.replace(ninth_task, scorer=macro_f1, metric="macro_f1", main_metric=("macro_f1",),
+                               report_metrics=(("macro_f1",),))
+    monkeypatch.setitem(TASKS, task.name, task)
+    gold = _write_senti(tmp_path, NINTH_ROWS)
+    path = tmp_path / f"p{task.prediction_suffix}"
+    task.predictions.write(path, ["1"] * 8)
+    scores = evaluate_files(task.name, gold, path)
+    assert scores == {"macro_f1": (200 / 3 + 0) / 2, "total": 8}
+    record = {"task": task.name, "model": "m", "seed": 1, "dev": scores, "dev_score": task.metric_value(scores)}
+    assert "| m | 1 | 33.3 (33.3) | 0.00 |" in render_tables([("m", summarize([record]))])
+
+
+def test_a_ninth_task_fine_tunes_end_to_end(ninth_task, tmp_path, private_cache):
+    """The runner itself has no per-task code: the copied entry trains, predicts and scores under its name."""
+    import json
+
+    from bertwwm.finetune import finetune
+
+    _write_senti(tmp_path / "tasks" / "hotel_senti", NINTH_ROWS * 4)
+    out = tmp_path / "run"
+    [record] = finetune("hotel_senti", "random:tiny", out, seeds=1, data_dir=tmp_path / "tasks", progress=False,
+                        save_model=False, epochs=1, batch_size=8, max_seq_length=32)
+    assert record["task"] == "hotel_senti" and record["task_version"] == ninth_task.version
+    assert record["dev"]["total"] == 6 and record["dev_score"] == record["dev"]["accuracy"]
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["task"] == "hotel_senti"
+    predictions = ninth_task.predictions.read(out / f"seed-1/dev_predictions{ninth_task.prediction_suffix}")
+    assert len(predictions) == 6 and set(predictions) <= {"0", "1"}

@@ -9,6 +9,10 @@ always holds the same documents; it is built from those documents and the random
 That is why the output does not depend on `--workers`, why `--num-shards/--shard-index` can split the work
 across machines (machine i builds shards k with k % num_shards == i), and why a killed run can resume: it
 re-reads the corpus (cheap), skips every shard folder that is complete and checks out, and builds the rest.
+
+This module runs the job: cutting shards, workers, locks, resuming, manifests, the verb. The job's options
+live in `bertwwm.data.prepare_config`, the building of one shard in `bertwwm.data.prepare_shard`; their public
+names (and `_STATE`, which benchmarks/prepare.py clears) are importable from here as before.
 """
 
 from __future__ import annotations
@@ -17,284 +21,27 @@ import argparse
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import json
-import math
 import multiprocessing
 import os
-import random
 import shutil
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import Iterable, Iterator, Sequence
 
 from bertwwm import __version__
-from bertwwm.text.corpus import CorpusCounts, Document, list_input_files, read_documents
 from bertwwm.core.errors import UserError
-from bertwwm.data.instances import Pieces, TokenizedDocs, assemble, bert_pairs, packed_sequences, split_sentences
 from bertwwm.core.locks import LOCK_FILE, locked
-from bertwwm.data.storage import (FORMAT_VERSION, MANIFEST, VERIFIED, mark_verified, read_shard_entry, write_manifest,
-                             write_shard)
-
-DEFAULT_SEED = 12345  # Google's create_pretraining_data.py default random_seed
-DEFAULT_DUPE_FACTOR = 10  # Google's default dupe_factor
-DEFAULT_SHARD_CHARS = 1_000_000  # ~1M input tokens: ~130 MB of working memory per worker at dupe 10
-ALIGN_BATCH = 2048  # sentences per align_many call
-_MASKINGS = ("wwm", "char", "ngram", "macbert")
-SIMILAR_WORDS_FILE = "similar_words.json"  # the table --masking macbert builds when --similar-words is not given
-
-
-def default_max_predictions(max_seq_length: int) -> int:
-    """Google's settings (20 at length 128, 80 at 512), else 15% of the length rounded up."""
-    return {128: 20, 512: 80}.get(max_seq_length, math.ceil(0.15 * max_seq_length))
-
-
-# ---------------------------------------------------------------------------------------------- config
-
-
-def _file_fingerprint(files: Sequence[Path]) -> list[dict]:
-    return [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files]
-
-
-def _sha256_or_none(path: str | Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        raise UserError("user dictionary not found", path) from None
-
-
-def _build_config(inputs: Sequence[str | Path], files: Sequence[Path], **o: Any) -> dict:
-    """Every option that changes the output, so a resumed run can prove it is the same job."""
-    if o["masking"] not in _MASKINGS:
-        raise UserError(f"--masking must be one of {', '.join(_MASKINGS)}, got {o['masking']!r}")
-    if o["max_seq_length"] < 8 or o["max_seq_length"] > 65535:
-        raise UserError(f"--max-seq-length must be between 8 and 65535, got {o['max_seq_length']}")
-    max_predictions = o["max_predictions"]
-    if max_predictions is None:
-        max_predictions = default_max_predictions(o["max_seq_length"])
-    if max_predictions < 1:
-        raise UserError(f"--max-predictions must be positive, got {max_predictions}")
-    if o["dynamic"] and o["dupe_factor"] not in (None, 1):
-        raise UserError("--dynamic stores each instance once (masks are drawn at training time); "
-                        "drop --dupe-factor or drop --dynamic")
-    dupe = 1 if o["dynamic"] else (o["dupe_factor"] or DEFAULT_DUPE_FACTOR)
-    if dupe < 1:
-        raise UserError(f"--dupe-factor must be at least 1, got {dupe}")
-    if not 0.0 <= o["short_seq_prob"] <= 1.0:
-        raise UserError(f"--short-seq-prob must be in [0, 1], got {o['short_seq_prob']}")
-    if o["num_shards"] < 1 or not 0 <= o["shard_index"] < o["num_shards"]:
-        raise UserError(f"--shard-index must be in [0, --num-shards), got {o['shard_index']} of {o['num_shards']}")
-    if o["shard_chars"] < 1000:
-        raise UserError(f"--shard-chars must be at least 1000, got {o['shard_chars']}")
-    vocab = _vocab_entry(o["vocab"])
-    return {
-        "inputs": [str(Path(i).resolve()) for i in inputs],
-        "input_files": _file_fingerprint(files),
-        "doc_per_line": bool(o["doc_per_line"]),
-        "segmenter": o["segmenter"],
-        "user_dict": None if o["user_dict"] is None else str(Path(o["user_dict"]).resolve()),
-        "user_dict_sha256": _sha256_or_none(o["user_dict"]),
-        "masking_policy": o["masking"],
-        "masking_config": None,  # filled in by _masking_config
-        "max_seq_length": int(o["max_seq_length"]),
-        "max_predictions": int(max_predictions),
-        "nsp": bool(o["nsp"]),
-        "style": "bert-pairs" if o["nsp"] else "roberta-full-sentences",
-        "short_seq_prob": float(o["short_seq_prob"]) if o["nsp"] else None,
-        "masking": "dynamic" if o["dynamic"] else "static",
-        "dupe_factor": int(dupe),
-        "shard_chars": int(o["shard_chars"]),
-        "num_shards": int(o["num_shards"]),
-        "seed": int(o["seed"]),
-        "format_version": FORMAT_VERSION,
-        **({"vocab": vocab} if vocab is not None else {}),  # absent: the shipped vocabulary (older folders too)
-    }
-
-
-def _vocab_entry(vocab: str | Path | None) -> dict | None:
-    """--vocab FILE or a model folder with an extended vocabulary -> {path, sha256, size}; None: the shipped one."""
-    if vocab is None:
-        return None
-    from bertwwm.text.tokens import check_vocab, load_vocab
-
-    path = Path(vocab)
-    if path.is_dir():
-        path = path / "vocab.txt"
-    entries = load_vocab(str(path))
-    check_vocab(entries, path)
-    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "size": len(entries)}
-
-
-def vocab_path(config: dict) -> str | None:
-    """The vocab.txt a prepared folder was tokenized with (None: the shipped vocabulary)."""
-    return (config.get("vocab") or {}).get("path")
-
-
-def _similar_words_entry(path: Path) -> dict:
-    """--similar-words FILE -> {path, sha256}, so that a resumed run proves it masks with the same table."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise UserError("similar-words table not found", path) from None
-    return {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _masking_config(config: dict):
-    from bertwwm.data.masking import MaskingConfig
-
-    return MaskingConfig(policy=config["masking_policy"], max_predictions=config["max_predictions"])
-
-
-# ---------------------------------------------------------------------------------------------- one shard
-
-_STATE: dict[str, Any] = {}  # per process: the aligner, masking config, vocab (built once, inherited on fork)
-
-
-def _init_state(config: dict) -> None:
-    key = json.dumps(config, sort_keys=True)
-    if _STATE.get("key") == key:
-        return
-    from bertwwm.text.align import WordAligner
-    from bertwwm.text.tokens import VocabInfo
-
-    _STATE.clear()
-    aligner = WordAligner(config["segmenter"], user_dict=config["user_dict"], vocab=vocab_path(config))
-    aligner.align("预热 warm-up")  # builds the tokenizer's lookup tables now, so forked workers share them
-    vocab = VocabInfo.from_vocab(vocab_path(config))
-    similar = None
-    if config.get("similar_words"):
-        from bertwwm.data.similar_words import SimilarWords
-
-        similar = SimilarWords.load(config["similar_words"]["path"], vocab.size)
-    _STATE.update(key=key, config=config, aligner=aligner, masking=_masking_config(config), vocab=vocab,
-                  similar=similar)
-
-
-def _worker_init(config: dict, parent_pid: int | None = None) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per worker; no oversubscription
-    _die_with_parent(parent_pid)
-    _init_state(config)
-
-
-def _die_with_parent(parent_pid: int | None) -> None:
-    """Workers must not outlive a killed `prepare` (kill -9 gives the pool no chance to stop them)."""
-    if parent_pid is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-
-def tokenize_documents(texts: Sequence[str], aligner, max_sentence_tokens: int) -> tuple[TokenizedDocs, int]:
-    """Documents -> sentences -> aligned tokens; returns the flat TokenizedDocs and the alignment fallbacks."""
-    sentences: list[str] = []
-    per_doc: list[int] = []
-    for text in texts:
-        s = split_sentences(text)
-        sentences.extend(s)
-        per_doc.append(len(s))
-    aligned = []
-    for b in range(0, len(sentences), ALIGN_BATCH):
-        aligned.extend(aligner.align_many(sentences[b:b + ALIGN_BATCH]))
-    fallbacks = sum(a.fallbacks for a in aligned)
-    docs, k = [], 0
-    for n in per_doc:
-        docs.append([(a.ids, a.word_starts) for a in aligned[k:k + n]])
-        k += n
-    return TokenizedDocs.from_sentences(docs, max_sentence_tokens), fallbacks
-
-
-ASSEMBLE_CHUNK = 32768  # instances assembled and masked at a time (bounds the temporary index arrays)
-
-
-def build_shard(index: int, texts: Sequence[str], config: dict) -> dict[str, Any]:
-    """The arrays of shard `index` (see bertwwm.data.storage) from its documents; deterministic in (seed, index)."""
-    _init_state(config)
-    seq = config["max_seq_length"]
-    nsp = config["nsp"]
-    docs, fallbacks = tokenize_documents(texts, _STATE["aligner"], seq - 3 if nsp else seq - 2)
-    if nsp:  # Google re-draws the pairs for every copy: copies differ in segmentation as well as in masks
-        pieces = bert_pairs(docs, seq, random.Random(f"{config['seed']}/{index}/0"), config["short_seq_prob"])
-        for dupe in range(1, config["dupe_factor"]):
-            pieces += bert_pairs(docs, seq, random.Random(f"{config['seed']}/{index}/{dupe}"),
-                                 config["short_seq_prob"])
-    else:  # packing has no randomness: the copies differ only in their masks
-        once = packed_sequences(docs, seq)
-        pieces = Pieces(once.ranges * config["dupe_factor"], once.segment_b_start * config["dupe_factor"], None)
-    # Shuffled within the shard (Google shuffles its whole output) so that copies are not next to each other.
-    order = np.random.default_rng([config["seed"], index, 2]).permutation(len(pieces))
-    mask_rng = np.random.default_rng([config["seed"], index, 1])
-    static = config["masking"] == "static"
-    parts: dict[str, list[np.ndarray]] = {}
-    token_base = mlm_base = 0
-    for c in range(0, max(len(order), 1), ASSEMBLE_CHUNK):
-        inst = assemble(docs, pieces, order[c:c + ASSEMBLE_CHUNK])
-        chunk = {"input_ids": inst.ids, "word_starts": inst.word_starts,
-                 "offsets": inst.offsets[:-1] + token_base, "segment_b_start": inst.segment_b_start}
-        if nsp:
-            chunk["nsp_labels"] = inst.nsp_labels
-        if static:
-            masks = _static_masks(inst.ids, inst.word_starts, inst.offsets, mask_rng)
-            chunk.update(mlm_positions=masks["mlm_positions"], mlm_input_ids=masks["mlm_input_ids"],
-                         mlm_offsets=masks["mlm_offsets"][:-1] + mlm_base)
-            mlm_base += int(masks["mlm_offsets"][-1])
-        token_base += int(inst.offsets[-1])
-        for key, value in chunk.items():
-            parts.setdefault(key, []).append(value)
-    arrays = {key: np.concatenate(values) for key, values in parts.items()}
-    arrays["offsets"] = np.append(arrays["offsets"], token_base)
-    if static:
-        arrays["mlm_offsets"] = np.append(arrays["mlm_offsets"], mlm_base)
-    return {"arrays": arrays, "documents": docs.num_documents, "input_tokens": docs.num_tokens,
-            "alignment_fallbacks": int(fallbacks)}
-
-
-MASK_CHUNK = 512  # instances per mask_batch call: small batches stay in cache (5M tokens/s vs 2M at 32k)
-
-
-def _static_masks(ids: np.ndarray, starts: np.ndarray, offsets: np.ndarray, rng: np.random.Generator
-                  ) -> dict[str, np.ndarray]:
-    """mlm_offsets / mlm_positions / mlm_input_ids of a batch of instances (vectorised mask_batch calls)."""
-    from bertwwm.data.masking import mask_batch
-
-    n = len(offsets) - 1
-    positions, placed = [], []
-    per_instance = np.zeros(n, dtype=np.int64)
-    for a in range(0, n, MASK_CHUNK):
-        b = min(n, a + MASK_CHUNK)
-        s, e = int(offsets[a]), int(offsets[b])
-        masked, chosen = mask_batch(ids[s:e], starts[s:e], np.diff(offsets[a:b + 1]), _STATE["masking"], rng,
-                                    _STATE["vocab"], _STATE.get("similar"))
-        flat = np.flatnonzero(chosen)
-        row = np.searchsorted(offsets[a:b + 1], flat + s, side="right") - 1
-        positions.append((flat + s - offsets[a:b][row]).astype(np.uint16))
-        placed.append(masked[flat].astype(np.uint16))
-        per_instance[a:b] = np.bincount(row, minlength=b - a)
-    mlm_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(per_instance, out=mlm_offsets[1:])
-    empty = np.zeros(0, np.uint16)
-    return {"mlm_offsets": mlm_offsets,
-            "mlm_positions": np.concatenate(positions) if positions else empty,
-            "mlm_input_ids": np.concatenate(placed) if placed else empty}
-
-
-def _build_and_write(out: str, index: int, texts: list[str], config: dict, input_chars: int) -> dict:
-    built = build_shard(index, texts, config)
-    return write_shard(out, index, built["arrays"], {
-        "index": index, "documents": built["documents"], "input_chars": input_chars,
-        "input_tokens": built["input_tokens"], "alignment_fallbacks": built["alignment_fallbacks"]})
+# Names re-exported for the code that imported them from here (noqa: kept though unused in this module).
+from bertwwm.data.prepare_config import (DEFAULT_DUPE_FACTOR, DEFAULT_SEED, DEFAULT_SHARD_CHARS,  # noqa: F401
+                                         MASKINGS, SIMILAR_WORDS_FILE, build_config, default_max_predictions,
+                                         masking_config, similar_words_entry, vocab_path)
+from bertwwm.data.prepare_shard import (ALIGN_BATCH, ASSEMBLE_CHUNK, MASK_CHUNK, _STATE,  # noqa: F401
+                                        build_and_write, build_shard, init_state, tokenize_documents, worker_init)
+from bertwwm.data.storage import FORMAT_VERSION, MANIFEST, VERIFIED, mark_verified, read_shard_entry, write_manifest
+from bertwwm.text.corpus import CorpusCounts, Document, list_input_files, read_documents
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -402,12 +149,12 @@ def prepare(
         raise UserError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     files = list_input_files(inputs)
-    config = _build_config(
+    config = build_config(
         inputs, files, segmenter=segmenter, user_dict=user_dict, masking=masking, max_seq_length=max_seq_length,
         max_predictions=max_predictions, nsp=nsp, dupe_factor=dupe_factor, dynamic=dynamic,
         short_seq_prob=short_seq_prob, doc_per_line=doc_per_line, num_shards=num_shards,
         shard_index=shard_index, shard_chars=shard_chars, seed=seed, vocab=vocab)
-    config["masking_config"] = dataclasses.asdict(_masking_config(config))
+    config["masking_config"] = dataclasses.asdict(masking_config(config))
     if out.exists() and not out.is_dir():
         raise UserError("--out exists and is not a folder", out)
     created = not out.exists()
@@ -421,7 +168,7 @@ def prepare(
 
                 build_from_corpus(files, segmenter=segmenter, user_dict=config["user_dict"],
                                   vocab_path=vocab_path(config), doc_per_line=doc_per_line).save(similar_words)
-        config["similar_words"] = _similar_words_entry(Path(similar_words))
+        config["similar_words"] = similar_words_entry(Path(similar_words))
     held = False
     try:
         with _locked_output(out, config, shard_index):
@@ -460,7 +207,7 @@ def _prepare_locked(out: Path, files: list[Path], config: dict, shard_index: int
     part_path = out / part_name
     with _whole_folder(out, config):
         _check_existing(out, config)
-        _init_state(config)  # validates segmenter/user dict here, before any work; workers inherit it on fork
+        init_state(config)  # validates segmenter/user dict here, before any work; workers inherit it on fork
         _clean_stale_temporaries(out, config, shard_index)
         if not part_path.exists():  # records the job's options at once, so a resumed run can check them
             start = _manifest(config, [], {}, complete=False)
@@ -492,7 +239,7 @@ def _prepare_locked(out: Path, files: list[Path], config: dict, shard_index: int
     pool = None
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+        pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
                                       initargs=(config, os.getpid()))
     pending: dict[cf.Future, int] = {}
     try:
@@ -504,14 +251,14 @@ def _prepare_locked(out: Path, files: list[Path], config: dict, shard_index: int
                 finish(entry, shard.bytes_end, new=False)  # finished by an earlier run
                 continue
             if pool is None:
-                finish(_build_and_write(str(out), shard.index, shard.texts, config, shard.chars),
+                finish(build_and_write(str(out), shard.index, shard.texts, config, shard.chars),
                        shard.bytes_end, new=True)
                 continue
             while len(pending) >= 2 * workers:  # bounded: at most 2 shards queued per worker
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     finish(fut.result(), pending.pop(fut), new=True)
-            fut = pool.submit(_build_and_write, str(out), shard.index, shard.texts, config, shard.chars)
+            fut = pool.submit(build_and_write, str(out), shard.index, shard.texts, config, shard.chars)
             pending[fut] = shard.bytes_end
         for fut in cf.as_completed(list(pending)):
             finish(fut.result(), pending.pop(fut), new=True)
@@ -596,7 +343,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plain text has one document per line (default: a blank line between documents)")
     p.add_argument("--segmenter", default="jieba", metavar="NAME", help="jieba (default), rjieba (fast), presegmented, ltp, pkuseg")
     p.add_argument("--user-dict", metavar="FILE", help="jieba-format user dictionary for the segmenter")
-    p.add_argument("--masking", choices=_MASKINGS, default="wwm",
+    p.add_argument("--masking", choices=MASKINGS, default="wwm",
                    help="wwm: whole words (default); char: single tokens (original Chinese BERT); ngram: word n-grams; "
                         "macbert: word n-grams replaced by similar words (MacBERT)")
     p.add_argument("--similar-words", metavar="FILE",

@@ -79,17 +79,17 @@ class SimilarWords:
         self._n_similar = np.array([len(s) for s in self.similar], dtype=np.int64)
         self._similar_first = np.cumsum(self._n_similar) - self._n_similar
         self._similar_flat = np.array([j for s in self.similar for j in s], dtype=np.int64)
+        self._entry_of: dict[tuple[int, ...], int] = {}  # word -> its first entry, for `neighbours`
+        for e, w in enumerate(self.word_ids):
+            self._entry_of.setdefault(w, e)
 
     def __len__(self) -> int:
         return len(self.word_ids)
 
     def neighbours(self, word: Sequence[int]) -> list[tuple[int, ...]]:
         """The similar words of `word` (token ids), nearest first; [] when it has none."""
-        key = tuple(int(i) for i in word)
-        for e, w in enumerate(self.word_ids):
-            if w == key:
-                return [self.word_ids[j] for j in self.similar[e]]
-        return []
+        e = self._entry_of.get(tuple(int(i) for i in word))
+        return [] if e is None else [self.word_ids[j] for j in self.similar[e]]
 
     def lookup(self, ids: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Entry index of each word ids[first[i]:first[i]+lengths[i]], -1 where the table has no neighbours

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from bertwwm.core.errors import UserError
-from bertwwm.tasks import readers
 from bertwwm.tasks.registry import Task, get_task, with_classes
 
 
@@ -23,19 +22,16 @@ def evaluate_files(task: str | Task, gold: str | Path, predictions: str | Path,
                    classes: str | Path | None = None) -> dict:
     """The official metric of `predictions` against the `gold` file, which may sit at any path (THUCNews:
     the ten official classes, or `classes`, a class.txt)."""
-    from bertwwm.finetune import score
-
     task = with_classes(get_task(task) if isinstance(task, str) else task, classes)
     examples = task.read(gold)
-    preds = readers.read_predictions(predictions, task.prediction_format,
-                                     None if task.is_mrc else len(examples))
+    preds = task.predictions.read(predictions, None if task.is_mrc else len(examples))
     if not task.is_mrc:
         preds = list(preds) + [None] * (len(examples) - len(preds))
         unknown = sorted({p for p in preds if p is not None and p not in task.labels})
         if unknown:
             raise UserError(f"labels {unknown[:5]} are not labels of {task.name} ({', '.join(task.labels)})",
                             predictions)
-    return score(task, examples, preds)
+    return task.scorer(examples, preds)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

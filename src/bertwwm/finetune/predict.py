@@ -14,7 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 
 from bertwwm.core.errors import UserError
-from bertwwm.tasks import readers
 from bertwwm.tasks.registry import CLASSIFICATION, Task, get_task, with_classes
 
 
@@ -26,14 +25,16 @@ def predict(task: str | Task, model: str | Path, input: str | Path, out: str | P
     The labels are the model's own (stored in its config at fine-tuning); THUCNews' `classes` (a class.txt)
     renames them, e.g. for an input file that indexes the same classes under other names.
     """
-    from bertwwm.finetune import Encoded, Settings, pick_device, predict_examples
+    from bertwwm.finetune.encoding import Encoded
+    from bertwwm.finetune.loop import pick_device, predict_examples
+    from bertwwm.finetune.settings import Settings
     from bertwwm.tasks.heads import load_finetuned
 
     task = get_task(task) if isinstance(task, str) else task
     net, tokenizer, saved = load_finetuned(model, task)
     if task.kind == CLASSIFICATION:
         trained = tuple(net.config.id2label[i] for i in range(net.config.num_labels))
-        if classes is None and task.name == "thucnews" and trained != task.labels:
+        if classes is None and task.indexed_labels and trained != task.labels:
             classes = trained  # a model fine-tuned with --classes
         task = with_classes(task, classes)
         if len(task.labels) != len(trained):
@@ -46,7 +47,7 @@ def predict(task: str | Task, model: str | Path, input: str | Path, out: str | P
     preds = predict_examples(task, net, Encoded(task, examples, tokenizer, settings), settings, batch_size, dev,
                              progress)
     if out is not None:
-        readers.write_predictions(out, task.prediction_format, preds)
+        task.predictions.write(out, preds)
     return preds
 
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     progress = args.out is not None and not args.no_progress
     if not progress:
-        from bertwwm.finetune import quiet_progress_bars
+        from bertwwm.finetune.cli import quiet_progress_bars
 
         quiet_progress_bars()
     preds = predict(task, args.model, args.input, args.out, args.batch_size, args.device, progress=progress,
@@ -79,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:  # the same writer as for files, so stdout is the same layout
             path = Path(tmp) / "predictions"
-            readers.write_predictions(path, task.prediction_format, preds)
+            task.predictions.write(path, preds)
             sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0

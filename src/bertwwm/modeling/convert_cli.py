@@ -50,11 +50,9 @@ def _check_out(out_dir: str, force: bool) -> Path:
 
 def _unzip(path: str) -> str:
     """Zips are unpacked into the cache first (the same place resolve_model would put them)."""
-    from bertwwm.modeling.zoo import _is_zip
+    from bertwwm.modeling.resolve import _extract_zip, _is_zip, _single_model_folder, default_cache_dir
 
     if _is_zip(Path(path)):
-        from bertwwm.modeling.zoo import _extract_zip, _single_model_folder, default_cache_dir
-
         return str(_single_model_folder(_extract_zip(Path(path), default_cache_dir())))
     return path
 

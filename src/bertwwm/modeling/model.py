@@ -30,6 +30,28 @@ def build_model(config, *, nsp: bool):
     return (BertForPreTraining if nsp else BertForMaskedLM)(config)
 
 
+def set_output_bias(hf_model, log_probs) -> None:
+    """Start the MLM head's output bias at the corpus's log unigram probabilities (only for training from scratch).
+
+    Why: with a zero bias every one of the 21,128 tokens starts near probability 1/21,128, and the softmax
+    pushes all of them down at every step. Adam turns those tiny but consistent gradients into full-size
+    steps, and the decoder is tied to the input embeddings, so on a small corpus the rows of the ~20,000
+    characters it rarely or never shows all drift one way: after 3,000 tiny-model steps their mean pairwise
+    cosine was 0.91 and their norm 5x the initial one, which erased the random distinctions a fine-tuned
+    model starts from (it then fine-tuned worse than a random init). Starting the bias at the unigram
+    distribution makes those probabilities already tiny, so the drift never starts (mean cosine 0.09), and the
+    model begins on the unigram plateau instead of climbing down to it. docs/pretrain-small-budget.md.
+    """
+    import torch
+
+    bias = hf_model.get_output_embeddings().bias if hasattr(hf_model, "get_output_embeddings") else None
+    if bias is None or bias.shape[0] != len(log_probs):
+        raise UserError(f"cannot set the output bias: the model has {0 if bias is None else bias.shape[0]} "
+                        f"output tokens and the unigram table {len(log_probs)}")
+    with torch.no_grad():
+        bias.copy_(torch.as_tensor(log_probs, dtype=bias.dtype))
+
+
 def load_model(ref: str | Path, *, nsp: bool, dropout: float | None = None):
     """Load a model to continue pretraining from: a local folder, zoo name, hub id or TF-1 checkpoint.
 

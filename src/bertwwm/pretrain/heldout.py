@@ -46,9 +46,9 @@ def heldout_items(folder: str | Path, n: int, max_seq_length: int) -> list[dict]
     return [dataset[i] for i in spread(len(dataset), n)]
 
 
-def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int) -> np.ndarray:
-    """log p(token) over the training text (all instances less the held-out ones), add-one smoothed."""
-    counts = dataset.token_counts(vocab_size)[:vocab_size].astype(np.float64) + 1.0
+def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int, smoothing: float = 1.0) -> np.ndarray:
+    """log p(token) over the training text (all instances less the held-out ones), add-`smoothing` smoothed."""
+    counts = dataset.token_counts(vocab_size)[:vocab_size].astype(np.float64) + smoothing
     for item in eval_items:  # the data's held-out tail is not training text
         ids = np.asarray(item["input_ids"]).copy()
         labels = item.get("labels")
@@ -97,7 +97,23 @@ def evaluate(model, batches: list[dict], device, log_probs: np.ndarray | None = 
         record.update(unigram_loss=sums[6] / count, unigram_acc=sums[7] / count)
     if sums[5]:
         record.update(nsp_loss=sums[3] / sums[5], nsp_acc=sums[4] / sums[5])
+    weight = model.hf.get_input_embeddings().weight
+    if weight.dim() == 2 and weight.shape[0] > 1:  # not a shard of a flattened FSDP parameter
+        record["embedding_cosine"] = embedding_cosine(weight)
     return record
+
+
+def embedding_cosine(weight, rows: int = 2000) -> float:
+    """Mean pairwise cosine of `rows` fixed random rows of the word embeddings: ~0 for a random init, near 1
+    when the rows have all drifted one way (the degeneration `output_bias = "unigram"` prevents), a warning
+    sign for fine-tuning (docs/pretrain-small-budget.md)."""
+    import torch
+
+    with torch.no_grad():
+        picked = torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(0))[:rows]
+        unit = torch.nn.functional.normalize(weight.detach()[picked].float().cpu(), dim=1)
+        n = len(unit)
+        return float(((unit @ unit.T).sum() - n) / max(n * n - n, 1))
 
 
 

@@ -9,18 +9,19 @@ config that says "roberta" as a BertConfig.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import BertForQuestionAnswering, BertForSequenceClassification
+from transformers import BertForQuestionAnswering, BertForSequenceClassification  # noqa: F401 (kept importable)
 from transformers.modeling_outputs import ModelOutput
 
 from bertwwm.core.errors import UserError
 from bertwwm.tasks.mrc import ANSWER_CLASSES
-from bertwwm.tasks.registry import CJRC, CLASSIFICATION, Task
+from bertwwm.tasks.registry import Task
 from bertwwm.text.tokens import VOCAB_SIZE
 
 TASK_FILE = "bertwwm_task.json"  # written next to a fine-tuned model: which task and settings it was trained for
@@ -59,12 +60,13 @@ class BertForCJRC(BertForQuestionAnswering):
         return CJRCOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, class_logits=class_logits)
 
 
-def head_class(task: Task):
-    if task.kind == CLASSIFICATION:
-        return BertForSequenceClassification
-    if task.kind == CJRC:
-        return BertForCJRC
-    return BertForQuestionAnswering
+def head_class(task: Task) -> type:
+    """The model class the task's registry entry names ("module:Class")."""
+    module, _, name = task.head.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"task {task.name}: head {task.head!r} is not an importable class") from None
 
 
 def load_pretrained(task: Task, ref: str):
@@ -73,11 +75,11 @@ def load_pretrained(task: Task, ref: str):
 
     path = zoo.resolve_model(ref)
     config = zoo.load_bert_config(path)
-    if task.kind == CLASSIFICATION:
+    if task.labels:  # a classifier: one logit per label, its names kept in the config
         config.num_labels = len(task.labels)
         config.id2label = dict(enumerate(task.labels))
         config.label2id = {label: i for i, label in enumerate(task.labels)}
-    else:
+    else:  # span extraction: start and end logits
         config.num_labels = 2
     config.architectures = [head_class(task).__name__]
     model = _quiet_from_pretrained(head_class(task), path, config)

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from typing import Mapping, Sequence
 
-from bertwwm.tasks.readers import MrcExample
+from bertwwm.tasks.readers import MrcExample, TextExample
 
 # ------------------------------------------------------------------------------------------ CMRC 2018
 
@@ -223,3 +223,9 @@ def accuracy(gold: Sequence[str], predicted: Sequence[str | None]) -> dict:
     correct = sum(1 for g, p in zip(gold, predicted) if p is not None and g == p)
     skip = sum(1 for p in predicted if p is None)
     return {"accuracy": 100.0 * correct / max(1, len(gold)), "total": len(gold), "skip": skip}
+
+
+def accuracy_scores(gold: Sequence[TextExample], predictions: Sequence[str | None]) -> dict:
+    """accuracy() of predicted labels against the examples' labels: the classification tasks' scorer, with
+    the same (examples, predictions) signature as cmrc2018_scores and cjrc_scores."""
+    return accuracy([e.label for e in gold], list(predictions))

@@ -12,7 +12,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from bertwwm.core.errors import UserError
 from bertwwm.core.fileio import atomic_write_json, atomic_write_text
@@ -336,15 +336,21 @@ def write_mrc(path: str | Path, examples: Sequence[MrcExample], cjrc: bool = Fal
 # classification a TSV "index<TAB>prediction" (GLUE/CLUE submission style, index = row order of the input).
 
 
+def _write_squad_predictions(path: str | Path, predictions: dict[str, str]) -> None:
+    atomic_write_json(path, dict(predictions))
+
+
+def _write_cjrc_predictions(path: str | Path, predictions: dict[str, str]) -> None:
+    atomic_write_json(path, [{"id": k, "answer": v} for k, v in dict(predictions).items()])
+
+
+def _write_tsv_predictions(path: str | Path, predictions: Sequence[str]) -> None:
+    atomic_write_text(path, "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in enumerate(predictions)))
+
+
 def write_predictions(path: str | Path, fmt: str, predictions: dict[str, str] | Sequence[str]) -> None:
-    if fmt == "squad":
-        atomic_write_json(path, dict(predictions))
-    elif fmt == "cjrc":
-        atomic_write_json(path, [{"id": k, "answer": v} for k, v in dict(predictions).items()])
-    elif fmt == "tsv":
-        atomic_write_text(path, "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in enumerate(predictions)))
-    else:
-        raise ValueError(f"unknown prediction format {fmt!r}")
+    """Write predictions in the layout named `fmt` (a key of PREDICTION_FORMATS)."""
+    _prediction_format(fmt).write(path, predictions)
 
 
 def _refuse_json(text: str, path: Path) -> None:
@@ -382,39 +388,49 @@ def _first_line(text: str, needle: str, nth: int = 1) -> int | None:
     return text.count("\n", 0, pos) + 1
 
 
-def read_predictions(path: str | Path, fmt: str, n_examples: int | None = None) -> dict[str, str] | list[str | None]:
-    """Read a predictions file written in the official layout (see write_predictions). Answers must be
-    strings and ids unique; with `n_examples`, a classification index past the examples is an error."""
-    path = Path(path)
+def _read_json_predictions(path: Path, fmt: str) -> dict[str, str]:
+    """{question id: answer} from the CMRC 2018 / DRCD object or the CJRC list; answers must be strings."""
     text = _read_text(path)
-    if fmt in ("squad", "cjrc"):
-        try:
-            data = json.loads(text, object_pairs_hook=_unique_pairs(path, text) if fmt == "squad" else None)
-        except json.JSONDecodeError as e:
-            raise UserError(f"not valid JSON ({e.msg})", path, e.lineno) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_pairs(path, text) if fmt == "squad" else None)
+    except json.JSONDecodeError as e:
+        raise UserError(f"not valid JSON ({e.msg})", path, e.lineno) from None
 
-        def answer(qid: str, value) -> str:
-            if not isinstance(value, str):
-                raise UserError(f"the answer for question {qid!r} must be a string, got {json.dumps(value)[:40]}", path,
-                                _first_line(text, json.dumps(qid, ensure_ascii=False)))
-            return value
+    def answer(qid: str, value) -> str:
+        if not isinstance(value, str):
+            raise UserError(f"the answer for question {qid!r} must be a string, got {json.dumps(value)[:40]}", path,
+                            _first_line(text, json.dumps(qid, ensure_ascii=False)))
+        return value
 
-        if fmt == "squad":
-            if not isinstance(data, dict):
-                raise UserError('expected a JSON object {"question id": "answer text"}', path)
-            return {str(k): answer(str(k), v) for k, v in data.items()}  # ids verbatim, as the script does
-        if not isinstance(data, list) or any(not isinstance(d, dict) or "id" not in d or "answer" not in d
-                                             for d in data):
-            raise UserError('expected a JSON list of {"id": .., "answer": ..}', path)
-        out_mrc: dict[str, str] = {}
-        for d in data:
-            qid = str(d["id"])
-            if qid in out_mrc:
-                raise UserError(f"duplicate id {qid!r}", path,
-                                _first_line(text, json.dumps(d["id"], ensure_ascii=False), nth=2))
-            out_mrc[qid] = answer(qid, d["answer"])
-        return out_mrc
-    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if fmt == "squad":
+        if not isinstance(data, dict):
+            raise UserError('expected a JSON object {"question id": "answer text"}', path)
+        return {str(k): answer(str(k), v) for k, v in data.items()}  # ids verbatim, as the script does
+    if not isinstance(data, list) or any(not isinstance(d, dict) or "id" not in d or "answer" not in d
+                                         for d in data):
+        raise UserError('expected a JSON list of {"id": .., "answer": ..}', path)
+    out: dict[str, str] = {}
+    for d in data:
+        qid = str(d["id"])
+        if qid in out:
+            raise UserError(f"duplicate id {qid!r}", path,
+                            _first_line(text, json.dumps(d["id"], ensure_ascii=False), nth=2))
+        out[qid] = answer(qid, d["answer"])
+    return out
+
+
+def _read_squad_predictions(path: str | Path, n_examples: int | None = None) -> dict[str, str]:
+    return _read_json_predictions(Path(path), "squad")
+
+
+def _read_cjrc_predictions(path: str | Path, n_examples: int | None = None) -> dict[str, str]:
+    return _read_json_predictions(Path(path), "cjrc")
+
+
+def _read_tsv_predictions(path: str | Path, n_examples: int | None = None) -> list[str | None]:
+    """Labels by row index; with `n_examples`, an index past the gold file's examples is an error."""
+    path = Path(path)
+    lines = [line.rstrip("\r") for line in _read_text(path).split("\n")]
     out: dict[int, str] = {}
     for i, line in enumerate(lines):
         if not line or (i == 0 and line.lower().startswith("index\t")):
@@ -431,6 +447,36 @@ def read_predictions(path: str | Path, fmt: str, n_examples: int | None = None) 
         out[index] = parts[1].strip()
     size = max(out) + 1 if out else 0
     return [out.get(i) for i in range(size)]
+
+
+def read_predictions(path: str | Path, fmt: str, n_examples: int | None = None) -> dict[str, str] | list[str | None]:
+    """Read a predictions file written in the official layout (see write_predictions). Answers must be
+    strings and ids unique; with `n_examples`, a classification index past the examples is an error."""
+    return _prediction_format(fmt).read(path, n_examples)
+
+
+@dataclass(frozen=True)
+class PredictionFormat:
+    """A prediction file layout: its name, file suffix, writer and reader (a task entry names one)."""
+
+    name: str
+    suffix: str
+    write: Callable[[str | Path, dict[str, str] | Sequence[str]], None]
+    read: Callable[..., dict[str, str] | list[str | None]]  # read(path, n_examples=None)
+
+
+SQUAD_PREDICTIONS = PredictionFormat("squad", ".json", _write_squad_predictions, _read_squad_predictions)
+CJRC_PREDICTIONS = PredictionFormat("cjrc", ".json", _write_cjrc_predictions, _read_cjrc_predictions)
+TSV_PREDICTIONS = PredictionFormat("tsv", ".tsv", _write_tsv_predictions, _read_tsv_predictions)
+PREDICTION_FORMATS = {f.name: f for f in (SQUAD_PREDICTIONS, CJRC_PREDICTIONS, TSV_PREDICTIONS)}
+
+
+def _prediction_format(fmt: str | PredictionFormat) -> PredictionFormat:
+    if isinstance(fmt, PredictionFormat):
+        return fmt
+    if fmt not in PREDICTION_FORMATS:
+        raise ValueError(f"unknown prediction format {fmt!r}")
+    return PREDICTION_FORMATS[fmt]
 
 
 def drop_unanchored(examples: Sequence[MrcExample]) -> tuple[list[MrcExample], int]:

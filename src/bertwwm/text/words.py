@@ -80,12 +80,12 @@ class JiebaSegmenter:
     def __init__(self, user_dict: str | Path | None = None):
         import jieba
 
+        entries = [] if user_dict is None else read_user_dict(user_dict)  # a bad file fails before the ~1 s load
         jieba.setLogLevel(logging.WARNING)  # its "Building prefix dict..." chatter goes to stderr otherwise
         self._jieba = jieba.Tokenizer()
         self._jieba.initialize()
-        if user_dict is not None:
-            for word, freq, tag in read_user_dict(user_dict):
-                self._jieba.add_word(word, freq, tag)
+        for word, freq, tag in entries:
+            self._jieba.add_word(word, freq, tag)
 
     def cut(self, text: str) -> list[str]:
         return self._jieba.lcut(text)
