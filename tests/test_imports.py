@@ -10,7 +10,8 @@ The imports are read with ast (nothing is executed). Two graphs are checked:
 
 Left out: imports under `if TYPE_CHECKING:` (never run) and the CLI's table of verb modules, which cli.py
 loads by name with importlib (it sits above every verb and no module imports it).
-Importing `bertwwm.a.b` runs the package `bertwwm.a` first, so it counts as depending on both.
+Importing `bertwwm.a.b` runs the package `bertwwm.a` first, so it counts as depending on both; a module of `bertwwm.a`
+counts as depending on its own package only when it names it (`from bertwwm.a import b`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def _imports(name: str, path: Path) -> list[tuple[str, int, bool]]:
             for alias in node.names:  # `from pkg import mod` imports the module pkg.mod
                 full = f"{base}.{alias.name}"
                 found.append((full if full in MODULES else base, node.lineno, top))
+                if full in MODULES and base != PACKAGE:  # ... after running pkg/__init__, named here explicitly
+                    found.append((base, node.lineno, top))
         inner = top and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
             visit(child, inner)
@@ -83,7 +86,9 @@ def import_graph(module_level_only: bool) -> dict[str, dict[str, int]]:
             parts = target.split(".")
             for i in range(1, len(parts) + 1):  # the target and the packages it runs first
                 dep = ".".join(parts[:i])
-                if dep == name or name.startswith(dep + "."):  # itself, or a package it sits in
+                # itself, or a package it sits in -- unless it names that package (`from pkg import sibling`
+                # runs pkg/__init__, which may import this very module: a cycle the package hides)
+                if dep == name or (name.startswith(dep + ".") and i < len(parts)):
                     continue
                 deps.setdefault(dep, line)
         graph[name] = deps
@@ -172,6 +177,7 @@ def test_graph_reads_deferred_relative_and_package_imports(tmp_path, monkeypatch
     (pkg / "top.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import bertwwm.late\n"
                                 "def f():\n    from bertwwm import late\n")
     (pkg / "late.py").write_text("from .sub import leaf\n")
+    (pkg / "sub" / "sibling.py").write_text("from bertwwm.sub import leaf\nimport bertwwm.sub.leaf as again\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "MODULES",
                         {_module_name(p): p for p in sorted(pkg.rglob("*.py"))})
@@ -180,6 +186,8 @@ def test_graph_reads_deferred_relative_and_package_imports(tmp_path, monkeypatch
     # a submodule import runs its package first; a package's own submodules do not depend on it
     assert set(import_graph(False)["bertwwm.late"]) == {"bertwwm.sub", "bertwwm.sub.leaf"}
     assert import_graph(False)["bertwwm.sub.leaf"] == {}
+    # naming its own package runs that package's __init__ (which imports leaf, and could import sibling)
+    assert import_graph(False)["bertwwm.sub.sibling"] == {"bertwwm.sub": 1, "bertwwm.sub.leaf": 1}
 
 
 def test_the_cli_starts_without_torch():

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from bertwwm.core.errors import UserError
 from bertwwm.modeling.optim import phase_schedule, warmup_linear_decay
 from bertwwm.pretrain import Phase, config_from_recipe, load_recipe, parse_duration, pretrain
-from bertwwm.pretrain import loop as pretrain_loop  # the module whose clock `Clock` reads
+from bertwwm.pretrain import clock as pretrain_clock  # the module whose clock `Clock` reads
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_bad_duration_is_a_clear_error(text):
 
 @pytest.mark.slow  # two pretraining runs and a resume (~8 s of CPU)
 def test_time_budget_stops_saves_and_resumes_exactly(folders, tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrain_loop, "_now", FakeClock(0.25))
+    monkeypatch.setattr(pretrain_clock, "_now", FakeClock(0.25))
     whole = tmp_path / "whole"
     cfg = _config(folders, whole, time_budget=20.0, save_every=6, keep_last=10)
     cfg.phases[0].batch_size_start = 4
@@ -127,7 +127,7 @@ def test_time_budget_stops_saves_and_resumes_exactly(folders, tmp_path, monkeypa
     shutil.rmtree(cut / "final")
     for later in sorted((cut / "checkpoints").glob("step-*"))[1:]:
         shutil.rmtree(later)
-    monkeypatch.setattr(pretrain_loop, "_now", FakeClock(0.25))
+    monkeypatch.setattr(pretrain_clock, "_now", FakeClock(0.25))
     resumed = _config(folders, cut, time_budget=20.0, save_every=6, keep_last=10, resume=True)
     resumed.phases[0].batch_size_start = 4
     pretrain(resumed)
@@ -139,7 +139,7 @@ def test_time_budget_stops_saves_and_resumes_exactly(folders, tmp_path, monkeypa
 def test_time_budget_from_the_cli(folders, tmp_path, monkeypatch, capsys):
     from bertwwm.cli import main
 
-    monkeypatch.setattr(pretrain_loop, "_now", FakeClock(0.5))
+    monkeypatch.setattr(pretrain_clock, "_now", FakeClock(0.5))
     run = tmp_path / "cli"
     code = main(["pretrain", "--recipe", "tiny-cpu", "--data", str(folders["train"]), "--out", str(run), "--no-nsp",
                  "--threads", "1", "--no-progress", "--time-budget", "5s", "--batch-size", "4",

@@ -302,14 +302,19 @@ class _PreparedDatasetBody:
         return k, i - (self._ends[k - 1] if k else 0)
 
     def token_counts(self, minlength: int = 0) -> np.ndarray:
-        """How often each token id occurs in the original (unmasked) text of all instances."""
+        """How often each token id occurs in the original (unmasked) text of all instances. One pass over the
+        shards per dataset (pretraining asks twice: the output-bias init and the held-out reference)."""
+        cached = getattr(self, "_token_counts", None)
+        if cached is not None and len(cached) >= minlength:
+            return cached.copy()
         counts = np.zeros(max(minlength, self.vocab_size), dtype=np.int64)
         for k in range(len(self._shards)):
             ids = self._arrays(k)["input_ids"]
             for start in range(0, len(ids), 1 << 24):  # in pieces: a shard may be larger than memory
                 part = np.bincount(np.asarray(ids[start:start + (1 << 24)]), minlength=len(counts))
                 counts[:len(part)] += part[:len(counts)]
-        return counts
+        self._token_counts = counts
+        return counts.copy()
 
     def __getitem__(self, i: int) -> dict:
         k, j = self.shard_of(int(i))

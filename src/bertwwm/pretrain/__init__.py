@@ -32,7 +32,8 @@ from bertwwm.pretrain.data import (PhaseData, collator_seed, data_identity, make
 from bertwwm.pretrain.distributed import (Dist, full_state, init_distributed, load_optimizer_state,  # noqa: F401
                                           wrap_parallel)
 from bertwwm.pretrain.log import METRICS, MetricsLog, ProgressBar, StepStats  # noqa: F401
-from bertwwm.pretrain.loop import Clock, pretrain, start_position  # noqa: F401
+from bertwwm.pretrain.clock import Clock  # noqa: F401
+from bertwwm.pretrain.loop import pretrain, start_position  # noqa: F401
 from bertwwm.pretrain.recipe import (RECIPE_SUFFIX, apply_set, config_from_recipe, load_recipe,  # noqa: F401
                                      parse_set, recipe_names, scale_steps)
 from bertwwm.pretrain.step import Heldout, build_training_model, clip_gradients, train_step  # noqa: F401

@@ -9,14 +9,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bertwwm.core.fileio import atomic_write_text
+from bertwwm.pretrain.clock import Clock
 from bertwwm.pretrain.config import PretrainConfig
 from bertwwm.pretrain.distributed import Dist, all_reduce
-
-if TYPE_CHECKING:
-    from bertwwm.pretrain.loop import Clock
 
 METRICS = "metrics.jsonl"
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import functools
 import os
 import random
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bertwwm.core.errors import UserError
 from bertwwm.core.fileio import atomic_write_json
+from bertwwm.pretrain.clock import Clock
 from bertwwm.pretrain.checkpoint import (FINAL, RUN_CONFIG, check_resume, checkpoint_dirs, choose_checkpoint,
                                          clean_stale_temporaries, finished_step, load_weights, save_checkpoint,
                                          set_rng_state, write_final)
 from bertwwm.pretrain.config import PretrainConfig, config_json
 from bertwwm.pretrain.data import PhaseData, collator_seed, make_collator, phase_folders
-from bertwwm.pretrain.distributed import (Dist, all_reduce, barrier, broadcast_float, init_distributed,
+from bertwwm.pretrain.distributed import (Dist, all_reduce, barrier, init_distributed,
                                           load_optimizer_state, wrap_parallel)
 from bertwwm.pretrain.log import MetricsLog, ProgressBar, StepStats, warn
 from bertwwm.pretrain.step import Heldout, build_training_model, optimizer_step
@@ -214,33 +214,3 @@ def start_position(state: dict | None, rank_state: dict | None, cfg: PretrainCon
     consumed = int((state.get("data_position") or {}).get("instances_consumed", 0))
     elapsed = float((state.get("schedule") or {}).get("elapsed_s", 0.0))
     return state["step"], consumed, elapsed, (state["phase"], rank_state["collator"])
-
-
-_now = time.monotonic  # the run's clock (tests replace it with a deterministic one)
-
-
-class Clock:
-    """Wall time of a run, continued across resumes; under torchrun every rank follows rank 0's clock, so
-    all ranks change phase and stop at the same step."""
-
-    def __init__(self, budget: float | None, elapsed_before: float, d: Dist):
-        self.budget, self.before, self.d = budget, elapsed_before, d
-        self.start = _now()
-        self._last = elapsed_before
-
-    def elapsed(self) -> float:
-        """Seconds so far: as of the last tick under a budget (what every rank agreed on), else now."""
-        return self._last if self.budget is not None else self.before + (_now() - self.start)
-
-    def tick(self) -> float:
-        value = self.before + (_now() - self.start)
-        if self.budget is not None and self.d.world > 1:
-            value = broadcast_float(value, self.d)
-        self._last = value
-        return value
-
-    def fraction(self) -> float:
-        return self.tick() / self.budget
-
-    def spent(self) -> bool:
-        return self.tick() >= self.budget

@@ -122,7 +122,7 @@ class Heldout:
     """The held-out set of one phase: fixed masks at `eval_mask_prob`, and the unigram reference of its data."""
 
     def __init__(self, model, cfg: PretrainConfig, index: int, data: PhaseData, d: Dist):
-        from bertwwm.pretrain import heldout
+        import bertwwm.pretrain.heldout as heldout
 
         phase = cfg.phases[index]
         self.model, self.cfg, self.device, self.micro = model, cfg, d.device, data.micro
@@ -141,7 +141,7 @@ class Heldout:
         self.last_step = -1
 
     def write(self, log: MetricsLog, step: int, phase_index: int) -> None:
-        from bertwwm.pretrain import heldout
+        import bertwwm.pretrain.heldout as heldout
 
         if not self.items or step == self.last_step:
             return

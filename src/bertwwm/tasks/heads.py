@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import BertForQuestionAnswering, BertForSequenceClassification  # noqa: F401 (kept importable)
+from transformers import BertForQuestionAnswering
 from transformers.modeling_outputs import ModelOutput
 
 from bertwwm.core.errors import UserError

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bertwwm.core.errors import UserError
-from bertwwm.tasks import metrics, readers
+import bertwwm.tasks.metrics as metrics  # the modules, not through the package (its __init__ imports this one)
+import bertwwm.tasks.readers as readers
 from bertwwm.tasks.readers import CJRC_PREDICTIONS, SQUAD_PREDICTIONS, TSV_PREDICTIONS, PredictionFormat
 
 CLASSIFICATION, MRC, CJRC = "classification", "mrc", "cjrc"
