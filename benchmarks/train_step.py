@@ -9,8 +9,10 @@ is printed too. MFU counts the FLOPs the step needs (encoder + head at masked po
 forward+backward) against this CPU's matmul peak (measured here, and the issue's 174 / 390 GFLOP/s).
 
 Usage: python benchmarks/train_step.py [--threads 2] [--steps 5] [--configs small:fp32,base:fp32,small:bf16]
-The last default case, small:bf16:compile, is ours under torch.compile (`pretrain --compile`); compiling
-takes about half a minute here and is not timed.
+The case small:bf16:compile is ours under torch.compile (`pretrain --compile`); compiling takes about half a
+minute here and is not timed. A case with `:corpus` runs ours with the MLM softmax over only the tokens of the
+text the batch comes from (`[model] decoder_vocab = "corpus"`) and also times ours over the full vocabulary:
+`ratio_vs_full_vocab`.
 The final line is JSON: {"cases": [{"config", "dtype", "ours", "baseline", "ratio", ...}, ...]}
 """
 
@@ -35,10 +37,18 @@ ISSUE_PEAK = {"fp32": 174e9, "bf16": 390e9}
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "clue-small-sample.txt"
 
 
-def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def corpus_ids_of_text() -> list[int]:
     tok = chinese_tokenizer()
-    text = SHARED.read_text(encoding="utf-8")
-    ids = tok(text[:200_000], add_special_tokens=False, verbose=False)["input_ids"]
+    return tok(SHARED.read_text(encoding="utf-8")[:200_000], add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def corpus_token_ids() -> torch.Tensor:
+    """The distinct tokens of the text the batch is drawn from (what `decoder_vocab = "corpus"` scores)."""
+    return torch.tensor(sorted(set(corpus_ids_of_text())))
+
+
+def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    ids = corpus_ids_of_text()
     rng = np.random.default_rng(seed)
     body = length - 2
     rows = []
@@ -56,9 +66,10 @@ def make_batch(batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor
             "token_type_ids": torch.zeros_like(input_ids), "labels": labels}
 
 
-def step_flops(cfg, batch: int, length: int, predicted: int) -> float:
-    """Matmul FLOPs of one training step (forward x 3) with the head at `predicted` positions."""
-    h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+def step_flops(cfg, batch: int, length: int, predicted: int, scored: int | None = None) -> float:
+    """Matmul FLOPs of one training step (forward x 3) with the head at `predicted` positions, scoring
+    `scored` tokens (default: the whole vocabulary)."""
+    h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, scored or cfg.vocab_size
     tokens = batch * length
     encoder = layers * (tokens * 2 * (4 * h * h + 2 * h * i) + batch * 2 * 2 * length * length * h)
     head = predicted * 2 * (h * h + h * v)
@@ -91,24 +102,30 @@ def time_interleaved(fns: list, steps: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def run_case(name: str, dtype: str, batch: dict, steps: int, compiled: bool = False) -> dict:
+def run_case(name: str, dtype: str, batch: dict, steps: int, compiled: bool = False,
+             corpus_ids: torch.Tensor | None = None) -> dict:
     cfg = bert_config(name)
     tokens = batch["input_ids"].numel()
     predicted = int((batch["labels"] != -100).sum())
     bf16 = dtype == "bf16"
 
-    torch.manual_seed(0)
-    ours_model = PretrainingModel(build_model(cfg, nsp=False)).train()
-    ours_opt = build_optimizer(ours_model.hf, "adamw", lr=1e-4)
-    # `bertwwm pretrain --compile` does exactly this (dynamic: the number of masked tokens varies per batch).
-    ours_forward = torch.compile(ours_model, dynamic=True) if compiled else ours_model
+    def training_step(forward, optimizer, autocast: bool):
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+                loss = forward(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return step
 
-    def ours_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = ours_forward(**batch).loss
-        loss.backward()
-        ours_opt.step()
-        ours_opt.zero_grad(set_to_none=True)
+    def ours(restrict: bool):
+        torch.manual_seed(0)
+        model = PretrainingModel(build_model(cfg, nsp=False)).train()
+        if restrict:
+            model.restrict_output(corpus_ids)
+        # `bertwwm pretrain --compile` does exactly this (dynamic: the number of masked tokens varies per batch).
+        forward = torch.compile(model, dynamic=True) if compiled else model
+        return training_step(forward, build_optimizer(model.hf, "adamw", lr=1e-4), bf16)
 
     from transformers import BertForMaskedLM
 
@@ -116,23 +133,24 @@ def run_case(name: str, dtype: str, batch: dict, steps: int, compiled: bool = Fa
     base_model = BertForMaskedLM(cfg).train()
     base_opt = torch.optim.AdamW(base_model.parameters(), lr=1e-4)
 
-    def baseline_step(autocast: bool = False):
-        with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
-            loss = base_model(**batch).loss
-        loss.backward()
-        base_opt.step()
-        base_opt.zero_grad(set_to_none=True)
-
-    contenders = [ours_step, baseline_step]  # fp32 baseline: the issue's baseline for every case
+    # fp32 baseline: the issue's baseline for every case
+    contenders = [ours(restrict=corpus_ids is not None), training_step(base_model, base_opt, False)]
     if bf16:
-        contenders.append(lambda: baseline_step(True))
+        contenders.append(training_step(base_model, base_opt, True))
+    if corpus_ids is not None:
+        contenders.append(ours(restrict=False))  # ours over the full vocabulary
     t_ours, t_base, *t_rest = time_interleaved(contenders, steps)
     case = {"config": name, "dtype": dtype, "compile": compiled, "ours": tokens / t_ours, "baseline": tokens / t_base,
             "ratio": t_base / t_ours, "baseline_dtype": "fp32"}
-    flops = step_flops(cfg, batch["input_ids"].shape[0], batch["input_ids"].shape[1], predicted)
+    flops = step_flops(cfg, batch["input_ids"].shape[0], batch["input_ids"].shape[1], predicted,
+                       None if corpus_ids is None else len(corpus_ids))
     case["ours_gflops"] = flops / t_ours / 1e9
     case["mfu_vs_issue_peak"] = flops / t_ours / ISSUE_PEAK[dtype]
     case["baseline_mfu_vs_issue_peak"] = flops / t_base / ISSUE_PEAK["fp32"]
+    if corpus_ids is not None:
+        case["decoder_tokens"] = len(corpus_ids)
+        case["ours_full_vocab"] = tokens / t_rest[-1]
+        case["ratio_vs_full_vocab"] = t_rest[-1] / t_ours
     if bf16:
         t_base_bf16 = t_rest[0]
         case["baseline_bf16"] = tokens / t_base_bf16
@@ -144,21 +162,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--configs", default="small:fp32,base:fp32,small:bf16,small:bf16:compile",
-                   help="config:dtype[:compile] items; compile = ours under torch.compile, as pretrain --compile")
+    p.add_argument("--configs", default="small:fp32,base:fp32,small:bf16,small:bf16:compile,tiny:fp32:corpus",
+                   help="config:dtype[:compile][:corpus] items; compile = ours under torch.compile, as pretrain "
+                        "--compile; corpus = ours with decoder_vocab = corpus, also timed against ours without")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     batch = make_batch(16, 128)
+    corpus_ids = corpus_token_ids()
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"measured matmul peak ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s (issue: 174 / 390)", file=sys.stderr)
     cases = []
     for item in args.configs.split(","):
         name, dtype, *flags = item.split(":")
-        case = run_case(name, dtype, batch, args.steps, compiled="compile" in flags)
+        case = run_case(name, dtype, batch, args.steps, compiled="compile" in flags,
+                        corpus_ids=corpus_ids if "corpus" in flags else None)
         case["mfu_vs_measured_peak"] = case["ours_gflops"] * 1e9 / peaks[dtype]
         cases.append(case)
-        label = f"{name} {dtype}" + (" compiled" if case["compile"] else "")
+        label = f"{name} {dtype}" + (" compiled" if case["compile"] else "") + (" corpus" if "corpus" in flags else "")
         print(f"{label:19s}: ours {case['ours']:8.0f} tok/s  baseline(fp32) {case['baseline']:8.0f} tok/s  "
               f"ratio {case['ratio']:.2f}x  ours {case['ours_gflops']:.0f} GFLOP/s "
               f"(MFU {case['mfu_vs_issue_peak']:.0%} of issue peak)", file=sys.stderr)

@@ -130,3 +130,25 @@ def test_shipped_task_slices_are_readable_in_their_original_formats():
         t = get_task(task)
         assert len(t.read(task_data_dir() / task / t.files["train"])) == n_train
         assert len(t.read(task_data_dir() / task / t.files["dev"])) == n_dev
+
+
+@pytest.mark.slow  # two worker processes, each importing torch
+def test_side_by_side_pretraining_gives_the_same_models_as_one_after_the_other(demo_runs, tmp_path):
+    """The full budget runs the two policies in worker processes, a core each; on the test budget (steps, not
+    seconds) that path must give the models the in-process path gave (up to float rounding: one thread
+    here, all of them there)."""
+    from safetensors.numpy import load_file
+
+    from bertwwm.demo import Demo, step_prepare, step_pretrain_all
+
+    out = demo_runs[0]
+    run = Demo(tmp_path, BUDGETS["test"], 12345, 1, progress=False)
+    models = step_pretrain_all(run, step_prepare(run), parallel=True)
+    assert [s["step"] for s in run.steps] == ["prepare"] + [f"pretrain {p}" for p in POLICIES]
+    assert run.pretrain_parallel and run.pretrain_seconds() == BUDGETS["test"].pretrain_seconds
+    for policy in POLICIES:
+        ours = load_file(str(models[policy] / "model.safetensors"))
+        theirs = load_file(str(out / f"pretrain-{policy}" / "final" / "model.safetensors"))
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-5, err_msg=f"{policy}: {name}")

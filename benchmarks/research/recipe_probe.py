@@ -47,16 +47,20 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--save", default=None)
 p.add_argument("--tag", default="")
+p.add_argument("--save_at", default="", help="comma-separated steps at which to evaluate and save the model to SAVE-stepN")
 p.add_argument("--init_range", type=float, default=0.02)
 p.add_argument("--output_bias", default="zero", choices=("zero", "unigram"),
                help="start the MLM output bias at zero (BERT) or at the training data's log unigram frequencies")
 p.add_argument("--eps", type=float, default=1e-6)
+p.add_argument("--decoder_vocab", default="full", choices=("full", "corpus"),
+               help="score the whole vocabulary in the MLM softmax, or only the tokens the training data contains")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 cfg = bert_config(a.preset, dropout=a.dropout, initializer_range=a.init_range)
 model = PretrainingModel(build_model(cfg, nsp=False))
-opt = torch.optim.AdamW(parameter_groups(model.hf, a.wd), lr=a.lr, betas=(0.9, a.beta2), eps=a.eps)
+opt = torch.optim.AdamW(parameter_groups(model.hf, a.wd), lr=a.lr, betas=(0.9, a.beta2), eps=a.eps,
+                        fused=True)  # as `pretrain` (build_optimizer) does
 
 
 def collator(ds, mask, seed):
@@ -72,6 +76,8 @@ if a.output_bias == "unigram":
 
     counts = ds1.token_counts(cfg.vocab_size)[:cfg.vocab_size].astype(np.float64) + 0.1  # as `pretrain` does
     set_output_bias(model.hf, np.log(counts / counts.sum()))
+if a.decoder_vocab == "corpus":
+    model.restrict_output(np.flatnonzero(ds1.token_counts(cfg.vocab_size)[:cfg.vocab_size]))
 
 
 def embedding_health():
@@ -103,6 +109,14 @@ def evaluate():
     return res
 
 
+def save(folder):
+    from bertwwm.modeling.model import save_model
+    model.hf.config.hidden_dropout_prob = 0.1  # saved for fine-tuning with BERT's dropout, as `pretrain` does
+    model.hf.config.attention_probs_dropout_prob = 0.1
+    save_model(model.hf, folder)
+
+
+save_at = {int(x) for x in a.save_at.split(",") if x}
 rng = np.random.default_rng(a.seed)
 coll1 = collator(ds1, a.mask, a.seed + 1)
 coll2 = collator(ds2, a.mask, a.seed + 2) if ds2 else None
@@ -142,7 +156,14 @@ while True:
     opt.zero_grad(set_to_none=True)
     step += 1
     tokens += int(batch["attention_mask"].sum())
-    if a.steps and step % (a.steps // 3) == 0 and step < a.steps:
+    if step in save_at:
+        r = evaluate()
+        hist.append((step, round(el), round(r["wwm"][1], 4), round(r["char"][1], 4)))
+        print(json.dumps(dict(tag=a.tag, step=step, secs=round(el), wwm_loss=round(r["wwm"][0], 3),
+                              wwm_acc=round(r["wwm"][1], 4), char_acc=round(r["char"][1], 4),
+                              embedding_cos_norm=embedding_health())), flush=True)
+        save(f"{a.save}-step{step}")
+    elif a.steps and step % (a.steps // 3) == 0 and step < a.steps:
         r = evaluate(); hist.append((step, round(el), round(r["wwm"][1], 4)))
     elif not a.steps and el - last_eval > a.budget / 3:
         last_eval = el
@@ -154,7 +175,4 @@ res = dict(tag=a.tag, budget=a.budget, steps=step, tokens=tokens, secs=round(tim
            char_acc=round(r["char"][1], 4), embedding_cos_norm=embedding_health(), hist=hist, args=vars(a))
 print(json.dumps(res), flush=True)
 if a.save:
-    from bertwwm.modeling.model import save_model
-    model.hf.config.hidden_dropout_prob = 0.1
-    model.hf.config.attention_probs_dropout_prob = 0.1
-    save_model(model, a.save)
+    save(a.save)

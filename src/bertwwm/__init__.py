@@ -21,7 +21,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Modules that sat flat in the package before 0.3 and where they live now. `import bertwwm.prepare` and
 # `from bertwwm.errors import UserError` keep working for users' code: the old name is the same module

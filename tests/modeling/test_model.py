@@ -97,6 +97,43 @@ def test_gradients_match_full_head():
         torch.testing.assert_close(ours[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
+def test_restricted_output_is_the_softmax_over_those_tokens():
+    """restrict_output: in training, the loss is the cross-entropy over the given tokens' columns of the full
+    head's logits, tokens outside get no gradient, and eval mode scores the whole vocabulary again."""
+    torch.manual_seed(2)
+    hf = build_model(bert_config("tiny", dropout=0.0), nsp=False)
+    model = PretrainingModel(hf)
+    inputs, labels = _batch(seed=4)
+    targets = labels[labels != -100]
+    allowed = torch.cat([targets, torch.arange(5000, 5300)])  # the targets and some others, unsorted, repeated
+    model.restrict_output(torch.cat([allowed, targets]))
+    out = model(**inputs, labels=labels)
+    ids = allowed.unique()
+    full = hf(**inputs).logits[labels != -100]
+    expected = torch.nn.functional.cross_entropy(full[:, ids], torch.searchsorted(ids, targets), reduction="sum")
+    torch.testing.assert_close(out.mlm_loss_sum, expected.detach(), rtol=1e-5, atol=1e-4)
+    assert out.mlm_logits.shape == (len(targets), len(ids))
+    out.loss.backward()
+    grad = hf.cls.predictions.bias.grad
+    outside = torch.ones(VOCAB_SIZE, dtype=torch.bool)
+    outside[ids] = False
+    assert grad[outside].abs().max() == 0 and grad[ids].abs().max() > 0
+    word_grad = hf.bert.embeddings.word_embeddings.weight.grad  # tied: decoder rows + input lookups
+    untouched = outside.clone()
+    untouched[inputs["input_ids"].unique()] = False
+    assert word_grad[untouched].abs().max() == 0
+
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(**inputs, labels=labels)
+    assert evaluated.mlm_logits.shape[-1] == VOCAB_SIZE
+    model.train()
+    model.restrict_output(torch.arange(5000, 5300))  # a target outside the set: this batch scores everything
+    assert model(**inputs, labels=labels).mlm_logits.shape[-1] == VOCAB_SIZE
+    model.restrict_output(None)
+    assert model(**inputs, labels=labels).mlm_logits.shape[-1] == VOCAB_SIZE
+
+
 def test_count_parameters_counts_tied_weights_once():
     hf = build_model(bert_config("tiny"), nsp=False)
     assert count_parameters(hf) == sum(p.numel() for p in hf.parameters())

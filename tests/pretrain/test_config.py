@@ -56,7 +56,7 @@ def test_sections_and_trajectory_are_those_run_folders_were_written_with():
     """run_config.json and checkpoints of existing runs hold these keys; --resume compares the trajectory."""
     assert SECTIONS == {
         "model": {"init": "init", "preset": "preset", "nsp": "nsp", "dropout": "dropout",
-                  "output_bias": "output_bias", "teacher": "teacher",
+                  "output_bias": "output_bias", "decoder_vocab": "decoder_vocab", "teacher": "teacher",
                   "distill_temperature": "distill_temperature", "distill_weight": "distill_weight",
                   "head_warmup_steps": "head_warmup_steps"},
         "masking": {"policy": "policy", "mask_prob": "mask_prob", "decide_per": "decide_per",
@@ -69,13 +69,14 @@ def test_sections_and_trajectory_are_those_run_folders_were_written_with():
                                  "time_budget")},
     }
     assert TRAJECTORY_FIELDS == (
-        "init", "preset", "nsp", "dropout", "output_bias", "policy", "mask_prob", "decide_per", "optimizer", "lr", "warmup_ratio",
+        "init", "preset", "nsp", "dropout", "output_bias", "decoder_vocab", "policy", "mask_prob", "decide_per", "optimizer", "lr", "warmup_ratio",
         "warmup_steps", "weight_decay", "beta1", "beta2", "eps", "clip_grad", "phases", "seed", "grad_accum", "bf16",
         "fsdp", "eval_instances", "time_budget", "teacher", "distill_temperature", "distill_weight",
         "head_warmup_steps")
     saved = dataclasses.asdict(PretrainConfig())
     assert set(saved) == {
-        "out", "data", "data_512", "recipe", "description", "init", "preset", "nsp", "dropout", "output_bias", "policy",
+        "out", "data", "data_512", "recipe", "description", "init", "preset", "nsp", "dropout", "output_bias",
+        "decoder_vocab", "policy",
         "mask_prob", "decide_per", "data_masking", "optimizer", "lr", "warmup_ratio", "warmup_steps",
         "weight_decay", "beta1", "beta2", "eps", "clip_grad", "phases", "seed", "grad_accum", "bf16", "compile",
         "fsdp", "save_every", "keep_last", "eval_every", "eval_instances", "eval_mask_prob", "heldout",

@@ -1,5 +1,6 @@
 """`[model] output_bias`: a model trained from scratch can start its MLM output bias at the data's log unigram
-frequencies (tiny-cpu-fast does), and every held-out evaluation reports how far the embeddings degenerated."""
+frequencies (tiny-cpu-fast does), and every held-out evaluation reports how far the embeddings degenerated.
+`[model] decoder_vocab = "corpus"` (tiny-cpu-fast too): the softmax scores only the training text's tokens."""
 
 from __future__ import annotations
 
@@ -64,6 +65,29 @@ def test_a_given_model_keeps_its_own_bias(data, tmp_path):
     np.testing.assert_allclose(continued, bias, atol=1e-4)  # not recomputed from the data
 
 
+def test_corpus_decoder_vocab_trains_only_the_texts_tokens(data, tmp_path):
+    from bertwwm.data.storage import PreparedDataset
+
+    absent = PreparedDataset(data).token_counts(21128)[:21128] == 0
+    runs = {}
+    for vocab in ("corpus", "full"):
+        bias, evals = _run(data, tmp_path / vocab, "--set", "optim.lr=1e-3", "--set", f"model.decoder_vocab={vocab}")
+        runs[vocab] = bias, evals
+    initial, _ = _run(data, tmp_path / "initial")  # lr 1e-9: the bias as it started
+    moved = {vocab: np.abs(bias - initial) for vocab, (bias, _) in runs.items()}
+    assert moved["corpus"][absent].max() == 0  # no gradient reached the tokens the text lacks
+    assert moved["full"][absent].max() > 1e-6
+    assert moved["corpus"][~absent].max() > 1e-4  # the text's own tokens did train
+    for _, evals in runs.values():  # held-out evaluation scores the full vocabulary either way
+        assert evals[-1]["mlm_loss"] < evals[-1]["unigram_loss"] + 1
+
+
+def test_corpus_decoder_vocab_is_refused_with_fsdp(data, tmp_path, capsys):
+    assert main(["pretrain", "--recipe", "tiny-cpu-fast", "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--fsdp"]) == 2
+    assert "decoder_vocab" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_bad_value_is_a_clear_error(data, tmp_path, capsys):
     assert main(["pretrain", "--recipe", "tiny-cpu-fast", "--data", str(data), "--out", str(tmp_path / "r"),
                  "--set", "model.output_bias=frequency"]) == 2
@@ -77,3 +101,5 @@ def test_runs_written_before_the_setting_existed_still_resume():
     assert trajectory(saved) == trajectory(config_json(PretrainConfig(preset="tiny")))
     changed = config_json(dataclasses.replace(PretrainConfig(preset="tiny"), output_bias="unigram"))
     assert [k for k in TRAJECTORY_FIELDS if trajectory(saved)[k] != trajectory(changed)[k]] == ["output_bias"]
+    del saved["decoder_vocab"]  # nor decoder_vocab (0.3)
+    assert trajectory(saved) == trajectory(config_json(PretrainConfig(preset="tiny")))

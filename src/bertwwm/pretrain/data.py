@@ -94,6 +94,12 @@ class PhaseData:
 
         return unigram_log_probs(self.dataset, self.eval_items(), vocab_size, smoothing)
 
+    def training_token_ids(self, vocab_size: int) -> np.ndarray:
+        """The token ids that occur in the text this phase trains on (its held-out tail left out)."""
+        from bertwwm.pretrain.heldout import training_token_counts
+
+        return np.flatnonzero(training_token_counts(self.dataset, self.eval_items(), vocab_size))
+
 
 def phase_folders(cfg: PretrainConfig) -> list[str]:
     """Each phase's prepared folder (and the held-out folder's fit), checked before anything is written."""

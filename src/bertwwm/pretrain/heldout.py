@@ -48,7 +48,13 @@ def heldout_items(folder: str | Path, n: int, max_seq_length: int) -> list[dict]
 
 def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int, smoothing: float = 1.0) -> np.ndarray:
     """log p(token) over the training text (all instances less the held-out ones), add-`smoothing` smoothed."""
-    counts = dataset.token_counts(vocab_size)[:vocab_size].astype(np.float64) + smoothing
+    counts = training_token_counts(dataset, eval_items, vocab_size).astype(np.float64) + smoothing
+    return np.log(counts / counts.sum())
+
+
+def training_token_counts(dataset, eval_items: list[dict], vocab_size: int) -> np.ndarray:
+    """How often each token occurs in the training text: all instances less the held-out ones."""
+    counts = dataset.token_counts(vocab_size)[:vocab_size].copy()
     for item in eval_items:  # the data's held-out tail is not training text
         ids = np.asarray(item["input_ids"]).copy()
         labels = item.get("labels")
@@ -56,7 +62,7 @@ def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int, smoothin
             masked = labels != IGNORE_INDEX
             ids[masked] = labels[masked]
         counts -= np.bincount(ids, minlength=vocab_size)[:vocab_size]
-    return np.log(counts / counts.sum())
+    return counts
 
 
 def evaluation_collator(policy: str, mask_prob: float, max_predictions: int, decide_per: str,

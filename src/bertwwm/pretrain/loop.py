@@ -192,6 +192,8 @@ def _enter_phase(model, cfg: PretrainConfig, index: int, data: PhaseData, collat
     """(masking collator, held-out set or None, whether the checkpoint stopped inside this phase) of phase
     `index`; a checkpoint's collator continues where it stopped, a new phase's starts from its seed."""
     collator = make_collator(cfg, cfg.phases[index], collator_seed(cfg, index, d.rank), data.similar_words)
+    if cfg.decoder_vocab == "corpus":  # the MLM softmax scores only this phase's tokens (restrict_output says why)
+        model.restrict_output(data.training_token_ids(model.config.vocab_size))
     continued = collator_state is not None and collator_state[0] == index
     if continued:
         collator.load_state_dict(collator_state[1])
