@@ -54,6 +54,7 @@ class PhaseData:
         # the macbert policy's similar-words table, built by `prepare --masking macbert` and named in the manifest
         self.similar_words = ((m.get("config") or {}).get("similar_words") or {}).get("path")
         self._perm_epoch = -1
+        self._training_counts: np.ndarray | None = None
         self._perm: np.ndarray | None = None
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -88,17 +89,24 @@ class PhaseData:
     def eval_items(self) -> list[dict]:
         return [self.dataset[i] for i in range(self.n_train, self.n_train + self.n_eval)]
 
+    def training_token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each token occurs in the text this phase trains on (its held-out tail left out); computed
+        once (the output-bias init, the held-out reference and the corpus decoder all ask)."""
+        if self._training_counts is None or len(self._training_counts) != vocab_size:
+            from bertwwm.pretrain.heldout import training_token_counts
+
+            self._training_counts = training_token_counts(self.dataset, self.eval_items(), vocab_size)
+        return self._training_counts
+
     def unigram_log_probs(self, vocab_size: int, smoothing: float = 1.0):
         """log p(token) of the text this phase trains on (its own held-out tail left out), add-`smoothing`."""
-        from bertwwm.pretrain.heldout import unigram_log_probs
+        from bertwwm.pretrain.heldout import smoothed_log_probs
 
-        return unigram_log_probs(self.dataset, self.eval_items(), vocab_size, smoothing)
+        return smoothed_log_probs(self.training_token_counts(vocab_size), smoothing)
 
     def training_token_ids(self, vocab_size: int) -> np.ndarray:
         """The token ids that occur in the text this phase trains on (its held-out tail left out)."""
-        from bertwwm.pretrain.heldout import training_token_counts
-
-        return np.flatnonzero(training_token_counts(self.dataset, self.eval_items(), vocab_size))
+        return np.flatnonzero(self.training_token_counts(vocab_size))
 
 
 def phase_folders(cfg: PretrainConfig) -> list[str]:

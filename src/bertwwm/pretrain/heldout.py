@@ -48,7 +48,11 @@ def heldout_items(folder: str | Path, n: int, max_seq_length: int) -> list[dict]
 
 def unigram_log_probs(dataset, eval_items: list[dict], vocab_size: int, smoothing: float = 1.0) -> np.ndarray:
     """log p(token) over the training text (all instances less the held-out ones), add-`smoothing` smoothed."""
-    counts = training_token_counts(dataset, eval_items, vocab_size).astype(np.float64) + smoothing
+    return smoothed_log_probs(training_token_counts(dataset, eval_items, vocab_size), smoothing)
+
+
+def smoothed_log_probs(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    counts = counts.astype(np.float64) + smoothing
     return np.log(counts / counts.sum())
 
 
